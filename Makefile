@@ -1,0 +1,29 @@
+# make test | make demo | make bench: each installs what it needs first (into $(PYTHON)).
+PYTHON ?= python3
+STAMP := .make
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test demo bench clean
+
+$(STAMP)/dev: pyproject.toml
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	@mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/bench: pyproject.toml
+	$(PYTHON) -m pip install -q -e '.[dev,bench]'
+	@mkdir -p $(STAMP) && touch $@
+
+install: $(STAMP)/dev
+
+test: $(STAMP)/dev
+	@command -v nvcc >/dev/null || echo "note: nvcc not found; CUDA tests will be skipped"
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q
+
+demo: $(STAMP)/dev
+	$(PYTHON) tutorials/01_first_kernel.py
+
+bench: $(STAMP)/bench
+	$(PYTHON) benchmarks/bench_core.py
+
+clean:
+	rm -rf $(STAMP) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,30 @@
+"""kerneldsl: loop-level tensor expressions compiled to fast kernels, with symbolic gradients.
+
+    import kerneldsl as kd
+    n, m, k = kd.sizes("n m k")
+    A = kd.placeholder((n, k), "float32", name="A")
+    B = kd.placeholder((k, m), "float32", name="B")
+    r = kd.reduce_axis(k, name="r")
+    C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
+    f = kd.build([A, B], [C])
+"""
+
+__version__ = "0.1.0"
+
+from .api import build
+from .errors import CompileError, DTypeError, ScheduleError, ShapeError
+from .ir.expr import Expr
+from .ir.tensor import ComputeOp, Placeholder, Tensor
+from .lang import (abs, argmax, argmin, cast, ceil, compute, const, cos, erf, exp, expm1, floor, log,
+                   log1p, max, maximum, min, minimum, placeholder, pow, prod, reduce_axis, rsqrt, sigmoid,
+                   sin, size, sizes, sqrt, sum, tanh, where)
+from .reference import evaluate
+
+__all__ = [
+    "build", "evaluate", "compute", "placeholder", "reduce_axis", "size", "sizes",
+    "sum", "prod", "max", "min", "argmax", "argmin", "where", "cast", "const",
+    "exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sqrt", "rsqrt", "abs", "sin", "cos",
+    "floor", "ceil", "minimum", "maximum", "pow",
+    "ShapeError", "DTypeError", "CompileError", "ScheduleError",
+    "Expr", "Tensor", "Placeholder", "ComputeOp",
+]

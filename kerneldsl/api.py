@@ -1,0 +1,65 @@
+"""kd.build: the pipeline from tensors to a callable, as a readable list of named steps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .errors import ShapeError
+from .ir.lower import lower
+from .ir.tensor import ComputeOp, Placeholder, Tensor
+from .shapes import check_bindable
+
+log = logging.getLogger("kerneldsl")
+TARGETS = ("c",)
+
+
+def _debug_level() -> int:
+    try:
+        return int(os.environ.get("KERNELDSL_DEBUG", "0"))
+    except ValueError:
+        return 0
+
+
+def _step(name: str, fn, *args):
+    t0 = time.perf_counter()
+    result = fn(*args)
+    level = _debug_level()
+    if level >= 1:
+        print(f"[kerneldsl] {name}: {1e3 * (time.perf_counter() - t0):.2f} ms")
+    if level >= 2:
+        print(result if isinstance(result, str) else str(result))
+    return result
+
+
+def build(inputs, outputs, target: str = "c", name: str | None = None):
+    """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`."""
+    from .runtime.build import compile_c, kerneldsl_version
+    from .runtime.callable import Function
+    from .codegen.c import render
+
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    for t in inputs:
+        if not isinstance(t, Placeholder):
+            raise TypeError(f"build: inputs must be placeholders, got {t!r}")
+    for t in outputs:
+        if not isinstance(t, ComputeOp):
+            raise TypeError(f"build: outputs must be computed tensors, got {t!r}"
+                            + (" (an input cannot also be an output)" if isinstance(t, Placeholder) else ""))
+    if len(set(inputs)) != len(inputs) or len(set(outputs)) != len(outputs):
+        raise ValueError("build: a tensor is listed twice among the inputs or the outputs")
+    if not outputs:
+        raise ValueError("build: give at least one output")
+    if target != "c":
+        raise ValueError(f"build: unknown target {target!r}; available: {', '.join(TARGETS)}")
+    check_bindable(inputs, [t.shape for t in outputs])
+    module = _step("lower", lower, inputs, outputs)
+    source = _step("codegen c", render, module)
+    lib = _step("compile", lambda s: compile_c(s, name=name or outputs[0].name), source)
+    del kerneldsl_version
+    return Function(module, lib.lib, source, inputs, outputs, lib.source_path)
+
+
+__all__ = ["build", "ShapeError"]

@@ -1,0 +1,254 @@
+"""C code generation: a C printer for loop-IR expressions and statements, and the
+Jinja2 template that lays out the translation unit.
+
+Every identifier in the source is made here: buffers `b_<name>`, sizes
+`s_<name>`, loop variables and locals `v_<name>` (names validated as
+identifiers when the user made them), strides `st_<buffer>_<dim>`.
+All index arithmetic is int64.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from ..ir import expr as E
+from ..ir.intrinsics import INTRINSICS
+from ..ir.loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
+from ..ir.lower import Module
+
+CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t", "bool": "bool"}
+_SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64"}
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "and": "&", "or": "|", "xor": "^"}
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@lru_cache(maxsize=None)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False)
+
+
+def c_const(value, dtype: str) -> str:
+    if dtype == "bool":
+        return "true" if value else "false"
+    if dtype in ("int32", "int64"):
+        v = int(value)
+        if dtype == "int64":
+            return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
+        return "INT32_MIN" if v == -(1 << 31) else f"((int32_t){v})"
+    v = float(value)
+    suffix = "f" if dtype == "float32" else ""
+    cast = "" if dtype == "float32" else "(double)"
+    if math.isnan(v):
+        return f"({cast}NAN)"
+    if math.isinf(v):
+        return f"({cast}INFINITY)" if v > 0 else f"(-{cast}INFINITY)"
+    text = repr(v)
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return f"({text}{suffix})" if v < 0 else f"{text}{suffix}"
+
+
+class CPrinter:
+    """Prints loop-IR expressions as C; `target` picks intrinsic spellings (c or cuda)."""
+
+    target = "c"
+
+    def __init__(self, var_names: dict, strides: dict):
+        self.var_names = var_names  # Var/SizeVar -> C name
+        self.strides = strides  # Buffer -> tuple of C stride names
+
+    def name(self, v) -> str:
+        return self.var_names[v]
+
+    def expr(self, e: E.Expr) -> str:
+        m = getattr(self, "_" + type(e).__name__)
+        return m(e)
+
+    def _Const(self, e):
+        return c_const(e.value, e.dtype)
+
+    def _SizeVar(self, e):
+        return self.name(e)
+
+    def _Var(self, e):
+        return self.name(e)
+
+    def _Cast(self, e):
+        x = self.expr(e.x)
+        return f"({x} != 0)" if e.dtype == "bool" else f"(({CTYPE[e.dtype]})({x}))"
+
+    def _Unary(self, e):
+        sym = {"neg": "-", "not": "!", "invert": "~"}[e.op]
+        return f"({sym}{self.expr(e.x)})"
+
+    def _Binary(self, e):
+        a, b = self.expr(e.a), self.expr(e.b)
+        op, dtype = e.op, e.a.dtype
+        if op in _CMP:
+            return f"({a} {_CMP[op]} {b})"
+        if op in ("floordiv", "mod"):
+            return f"kd_{op}_{_SUFFIX[dtype]}({a}, {b})"
+        if op == "pow":
+            return INTRINSICS["pow"].spelling(self.target, dtype).format(a, b)
+        text = f"({a} {_ARITH[op]} {b})"
+        if dtype == "int32" and op in ("add", "sub", "mul"):
+            return f"((int32_t){text})"
+        return text
+
+    def _Call(self, e):
+        args = [self.expr(a) for a in e.args]
+        return INTRINSICS[e.fn].spelling(self.target, e.args[0].dtype).format(*args)
+
+    def _Select(self, e):
+        return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
+
+    def _Checked(self, e):
+        return f"kd_chk({self.expr(e.index)}, {self.expr(e.extent)}, {e.code}, &kd_err)"
+
+    def index(self, buf: Buffer, indices) -> str:
+        if not indices:
+            return "0"
+        parts = []
+        for ix, st in zip(indices, self.strides[buf]):
+            parts.append(f"{self.expr(ix)} * {st}")
+        return " + ".join(parts)
+
+    def _Load(self, e):
+        return f"{self.name(e.tensor)}[{self.index(e.tensor, e.indices)}]"
+
+    # --- statements -------------------------------------------------------------------
+    def stmt(self, s: Stmt, indent: str) -> list[str]:
+        if isinstance(s, Seq):
+            return [ln for x in s.stmts for ln in self.stmt(x, indent)]
+        if isinstance(s, For):
+            v = self.name(s.var)
+            out = []
+            if s.kind == "parallel":
+                work = self.expr(s.work) if s.work is not None else self.expr(s.extent)
+                out.append(f"{indent}#pragma omp parallel for schedule(static) if ({work} >= {PARALLEL_MIN_WORK})")
+            out.append(f"{indent}for (int64_t {v} = 0; {v} < {self.expr(s.extent)}; ++{v}) {{")
+            return out + self.stmt(s.body, indent + "    ") + [f"{indent}}}"]
+        if isinstance(s, Store):
+            buf = s.buffer
+            return [f"{indent}{self.name(buf)}[{self.index(buf, s.indices)}] = {self.expr(s.value)};"]
+        if isinstance(s, Declare):
+            return [f"{indent}{CTYPE[s.var.dtype]} {self.name(s.var)} = {self.expr(s.init)};"]
+        if isinstance(s, Assign):
+            return [f"{indent}{self.name(s.var)} = {self.expr(s.value)};"]
+        if isinstance(s, IfThenElse):
+            out = [f"{indent}if ({self.expr(s.cond)}) {{", *self.stmt(s.then, indent + "    ")]
+            if s.otherwise is not None:
+                out += [f"{indent}}} else {{", *self.stmt(s.otherwise, indent + "    ")]
+            return out + [f"{indent}}}"]
+        raise TypeError(f"C codegen: unknown statement {type(s).__name__}")
+
+
+from ..ir.lower import PARALLEL_MIN_WORK  # noqa: E402
+
+
+def meta_layout(module: Module) -> tuple[dict, dict]:
+    """Positions in the int64 meta array: sizes first, then each buffer's strides (elements)."""
+    size_pos = {s: k for k, s in enumerate(module.sizes)}
+    stride_pos, k = {}, len(module.sizes)
+    for b in module.buffers:
+        stride_pos[b] = tuple(range(k, k + b.ndim))
+        k += b.ndim
+    return size_pos, stride_pos
+
+
+def _used(stmt_or_expr_list) -> set:
+    """Vars, SizeVars and Buffers used by statements/expressions."""
+    out: set = set()
+
+    def ex(e):
+        for n in E.walk(e):
+            if isinstance(n, (E.Var, E.SizeVar)):
+                out.add(n)
+            if isinstance(n, E.IndexVar):
+                ex(n.extent)
+            if isinstance(n, E.Load):
+                out.add(n.tensor)
+            if isinstance(n, Checked):
+                pass
+
+    def st(s):
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                st(x)
+        elif isinstance(s, For):
+            out.add(s.var)
+            ex(s.extent)
+            if s.work is not None:
+                ex(s.work)
+            st(s.body)
+        elif isinstance(s, Store):
+            out.add(s.buffer)
+            for i in s.indices:
+                ex(i)
+            ex(s.value)
+        elif isinstance(s, (Declare, Assign)):
+            out.add(s.var)
+            ex(s.init if isinstance(s, Declare) else s.value)
+        elif isinstance(s, IfThenElse):
+            ex(s.cond)
+            st(s.then)
+            if s.otherwise is not None:
+                st(s.otherwise)
+        elif isinstance(s, Assert):
+            ex(s.cond)
+        elif isinstance(s, E.Expr):
+            ex(s)
+
+    for x in stmt_or_expr_list:
+        st(x)
+    return out
+
+
+def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
+    size_pos, stride_pos = meta_layout(module)
+    buf_pos = {b: k for k, b in enumerate(module.buffers)}
+    names: dict = {s: f"s_{s.name}" for s in module.sizes}
+    strides: dict = {}
+    for b in module.buffers:
+        names[b] = f"b_{b.name}"
+        strides[b] = tuple(f"st_{b.name}_{d}" for d in range(b.ndim))
+
+    def prologue(used) -> list[str]:
+        lines = []
+        for s in module.sizes:
+            if s in used:
+                lines.append(f"const int64_t {names[s]} KD_UNUSED = kd_meta[{size_pos[s]}];")
+        for b in module.buffers:
+            if b in used:
+                const = "const " if b.role == "input" else ""
+                lines.append(f"{const}{CTYPE[b.dtype]} *restrict {names[b]} = "
+                             f"({const}{CTYPE[b.dtype]} *)kd_bufs[{buf_pos[b]}];")
+                for d, st in enumerate(strides[b]):
+                    lines.append(f"const int64_t {st} KD_UNUSED = kd_meta[{stride_pos[b][d]}];")
+        return lines
+
+    kernels = []
+    for k in module.kernels:
+        used = _used([k.body])
+        local = dict(names)
+        for v in sorted((v for v in used if isinstance(v, E.Var)), key=lambda v: v.name):
+            local[v] = f"v_{v.name}"
+        p = printer_cls(local, strides)
+        from ..ir.printer import expr_str
+        comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
+        kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
+                        "prologue": prologue(used), "body": "\n".join(p.stmt(k.body, "    "))})
+    p = printer_cls(names, strides)
+    checks = [{"cond": p.expr(c.cond), "code": c.code} for c in module.checks]
+    entry_used = _used([c for c in module.checks])
+    entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
+                      for s in module.sizes if s in entry_used]
+    prelude = (TEMPLATES / "c" / "prelude.h").read_text()
+    return environment().get_template("c/module.c.j2").render(
+        version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue)

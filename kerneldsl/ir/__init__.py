@@ -1,0 +1,1 @@
+"""The tensor/expression IR and the loop IR."""

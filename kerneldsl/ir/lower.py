@@ -1,0 +1,258 @@
+"""Lowering: each compute op of the tensor graph becomes a loop nest (loop IR).
+
+The default schedule is plain: one loop per output axis in order (the last,
+contiguous one innermost), the outermost marked parallel; every reduction
+inside the body becomes a local accumulator and its own loop nest, placed
+before the store and, when it sits under a `where`, guarded by that condition
+so that it reads only what the reference reads.
+
+Example: `C[i, j] = sum(r, A[i, r] * B[r, j])` lowers to
+    for i in range(n):  # parallel
+      for j in range(m):
+        acc: float32 = 0.0
+        for r in range(k):
+          acc = acc + A[i, r] * B[r, j]
+        C[i, j] = acc
+
+Every load is bounds-safe: an affine index gets an entry check (its interval
+over the loop ranges must lie inside the tensor), a gathered or guarded index
+gets a per-element check that reports an error instead of reading outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import dtypes as dt
+from . import expr as E
+from .bounds import interval
+from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Store, Stmt, seq, stmt_lines
+from .simplify import simplify
+from .tensor import ComputeOp, Placeholder, Tensor, topo_order
+
+PARALLEL_MIN_WORK = 1 << 15  # below this many inner iterations, threads cost more than they save
+
+
+@dataclass(frozen=True)
+class BoundsError:
+    """What a failed check means, to build the user's message."""
+    op: str
+    load: str
+    tensor: str
+    dim: int
+    extent: E.Expr
+    lo: E.Expr | None = None  # entry checks know the index range
+    hi: E.Expr | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    name: str
+    op: ComputeOp
+    body: Stmt
+    checks: tuple = ()
+
+    def __str__(self) -> str:
+        return "\n".join([f"# kernel {self.name}", *stmt_lines(self.body)])
+
+
+@dataclass(frozen=True, eq=False)
+class Module:
+    """A whole build: buffers, the kernels in order, entry checks and error meanings."""
+    inputs: tuple
+    outputs: tuple
+    temps: tuple
+    sizes: tuple
+    kernels: tuple
+    checks: tuple
+    errors: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)  # Buffer -> Tensor
+
+    @property
+    def buffers(self) -> tuple:
+        return self.inputs + self.outputs + self.temps
+
+    def __str__(self) -> str:
+        lines = [f"# entry check: {ln}" for c in self.checks for ln in stmt_lines(c)]
+        for k in self.kernels:
+            lines += [f"# kernel {k.name}", *stmt_lines(k.body)]
+        return "\n".join(lines)
+
+
+class _Names:
+    def __init__(self):
+        self.used: set = set()
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}{k}"
+        self.used.add(name)
+        return name
+
+
+def lower(inputs, outputs) -> Module:
+    order = topo_order(outputs)
+    for t in order:
+        if isinstance(t, Placeholder) and t not in inputs:
+            users = [o.name for o in order if isinstance(o, ComputeOp) and t in o.inputs()]
+            raise ValueError(f"{', '.join(users)} read(s) placeholder {t.name}, which is not among the "
+                             f"inputs of this build; add it to the inputs")
+    names = _Names()
+    bufs: dict[Tensor, Buffer] = {}
+    for role, ts in (("input", inputs), ("output", outputs),
+                     ("temp", [t for t in order if isinstance(t, ComputeOp) and t not in outputs])):
+        for t in ts:
+            bufs[t] = Buffer(names.fresh(t.name), t.dtype, t.shape, role)
+    from ..shapes import size_vars_of
+    sizes = tuple(size_vars_of(inputs))
+    ctx = _Context(bufs)
+    kernels = [ctx.lower_op(t) for t in order if isinstance(t, ComputeOp)]
+    ins = tuple(bufs[t] for t in inputs)
+    outs = tuple(bufs[t] for t in outputs)
+    temps = tuple(b for t, b in bufs.items() if b.role == "temp")
+    return Module(ins, outs, temps, sizes, tuple(kernels), tuple(ctx.asserts.values()), ctx.errors,
+                  {b: t for t, b in bufs.items()})
+
+
+class _Context:
+    def __init__(self, bufs):
+        self.bufs = bufs
+        self.asserts: dict = {}  # cond -> Assert
+        self.errors: dict = {}  # code -> BoundsError
+
+    def _code(self, info: BoundsError) -> int:
+        code = len(self.errors) + 1
+        self.errors[code] = info
+        return code
+
+    def lower_op(self, op: ComputeOp) -> Kernel:
+        self.names = _Names()
+        self.op = op
+        self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
+        stmts, value = self.expr(op.body, None, False, tuple(op.axes))
+        nest = seq(*stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
+        for k, a in reversed(list(enumerate(op.axes))):
+            if k == 0:
+                work = _work(op)
+                nest = For(self.vars[a], a.extent, nest, "parallel", work)
+            else:
+                nest = For(self.vars[a], a.extent, nest)
+        return Kernel(self.bufs[op].name, op, nest)
+
+    # --- expressions -> (statements to run first, loop-IR expression) ------------
+    def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
+        if isinstance(e, E.IndexVar):
+            return [], self.vars[e]
+        if isinstance(e, (E.Const, E.SizeVar, E.Var)):
+            return [], e
+        if isinstance(e, E.Select):
+            sc, c = self.expr(e.cond, guard, guarded, enclosing)
+            ga = c if guard is None else guard & c
+            gb = ~c if guard is None else guard & ~c
+            sa, a = self.expr(e.a, ga, True, enclosing)
+            sb, b = self.expr(e.b, gb, True, enclosing)
+            return sc + sa + sb, E.Select(c, a, b, e.dtype)
+        if isinstance(e, E.Load):
+            return self.load(e, guard, guarded, enclosing)
+        if isinstance(e, E.Reduce):
+            return self.reduce(e, guard, guarded, enclosing)
+        stmts, kids = [], []
+        for c in e.children():
+            s, k = self.expr(c, guard, guarded, enclosing)
+            stmts += s
+            kids.append(k)
+        return stmts, E.rebuild(e, tuple(kids))
+
+    def load(self, e: E.Load, guard, guarded, enclosing):
+        stmts, idx = [], []
+        text = str(e)
+        for k, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
+            s, lix = self.expr(ix, guard, guarded, enclosing)
+            stmts += s
+            gather = any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix))
+            rng = None if gather or guarded else interval(ix)
+            info = BoundsError(self.op.name, text, e.tensor.name, k, extent,
+                               *(rng if rng is not None else (None, None)))
+            if rng is None:
+                lix = Checked(simplify(lix), extent, self._code(info))
+            else:
+                self.entry_check(rng, extent, enclosing, info)
+                lix = simplify(lix)
+            idx.append(lix)
+        return stmts, E.Load(self.bufs[e.tensor], tuple(idx), e.dtype)
+
+    def entry_check(self, rng, extent, enclosing, info):
+        lo, hi = rng
+        ok = (lo >= 0) & (hi < extent)
+        empty = None
+        for a in enclosing:
+            z = a.extent <= 0
+            empty = z if empty is None else empty | z
+        cond = simplify(ok if empty is None else empty | ok)
+        if isinstance(cond, E.Const) and cond.value:
+            return
+        if cond not in self.asserts:
+            self.asserts[cond] = Assert(cond, self._code(info))
+
+    def reduce(self, e: E.Reduce, guard, guarded, enclosing):
+        enclosing = enclosing + tuple(e.axes)
+        for a in e.axes:
+            self.vars[a] = E.Var(self.names.fresh(a.name), "int64")
+        acc = E.Var(self.names.fresh("acc"), e.dtype)
+        inner_guarded = guarded or e.cond is not None
+        body_stmts, body = self.expr(e.body, None, inner_guarded, enclosing)
+        decls, update = self._combine(e, acc, body)
+        step = seq(*body_stmts, update)
+        if e.cond is not None:
+            cs, c = self.expr(e.cond, None, guarded, enclosing)
+            step = seq(*cs, IfThenElse(c, step))
+        nest = step
+        for a in reversed(e.axes):
+            nest = For(self.vars[a], a.extent, nest)
+        if guard is not None:
+            nest = IfThenElse(guard, nest)
+        return [*decls, nest], acc
+
+    def _combine(self, e: E.Reduce, acc: E.Var, body: E.Expr):
+        c = e.combiner
+        if c == "sum":
+            return [Declare(acc, E.Const(dt.cast_value(0, e.dtype), e.dtype))], Assign(acc, acc + body)
+        if c == "prod":
+            return [Declare(acc, E.Const(dt.cast_value(1, e.dtype), e.dtype))], Assign(acc, acc * body)
+        v = E.Var(self.names.fresh("v"), body.dtype)
+        is_float = body.dtype in dt.FLOATS
+        if c in ("max", "min"):
+            init = dt.min_value(e.dtype) if c == "max" else dt.max_value(e.dtype)
+            better = v > acc if c == "max" else v < acc
+            if is_float:  # NaN propagates, as np.max
+                better = better | (v != v)
+            return [Declare(acc, E.const(init, e.dtype))], seq(Declare(v, body), IfThenElse(better, Assign(acc, v)))
+        # argmax/argmin: first extreme wins; the first NaN wins over numbers
+        best = E.Var(self.names.fresh("best"), body.dtype)
+        init = dt.min_value(body.dtype) if c == "argmax" else dt.max_value(body.dtype)
+        better = v > best if c == "argmax" else v < best
+        if is_float:
+            better = better | ((v != v) & (best == best))
+        flat = None
+        for a in e.axes:
+            flat = self.vars[a] if flat is None else flat * a.extent + self.vars[a]
+        decls = [Declare(acc, E.Const(0, "int64")), Declare(best, E.const(init, body.dtype))]
+        update = seq(Declare(v, body), IfThenElse(better, seq(Assign(best, v), Assign(acc, simplify(flat)))))
+        return decls, update
+
+
+def _work(op: ComputeOp) -> E.Expr:
+    """An estimate of the op's total iterations (output points times reduction lengths)."""
+    w = E.Const(1, "int64")
+    for a in op.axes:
+        w = w * a.extent
+    seen = set()
+    for n in E.walk(op.body):
+        if isinstance(n, E.Reduce):
+            for a in n.axes:
+                if a not in seen:
+                    seen.add(a)
+                    w = w * a.extent
+    return simplify(w)

@@ -1,0 +1,117 @@
+"""Tensor IR: placeholders (inputs) and compute ops, the nodes of the tensor graph.
+
+Tensors compare by identity: two placeholders with the same name are two inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+from ..errors import ShapeError
+from . import expr as E
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ids = itertools.count()
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"{what} name {name!r} is not an identifier (letters, digits, _; not starting "
+                         f"with a digit)")
+    return name
+
+
+@dataclass(frozen=True, eq=False)
+class Tensor:
+    name: str
+    shape: tuple  # of int64 expressions (constants and size expressions)
+    dtype: str
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def inputs(self) -> tuple[Tensor, ...]:
+        return ()
+
+    def __getitem__(self, index) -> E.Load:
+        if not isinstance(index, tuple):
+            index = (index,)
+        if len(index) != self.ndim:
+            raise ShapeError(f"{self.name} has {self.ndim} dimension(s) {shape_str(self.shape)} but "
+                             f"was indexed with {len(index)}: give one index per dimension")
+        idx = []
+        for k, ix in enumerate(index):
+            if isinstance(ix, slice):
+                raise TypeError(f"{self.name}[...]: slices are not indices; write a compute over the "
+                                f"slice instead, e.g. kd.compute(..., lambda i: {self.name}[i + start])")
+            e = E.as_index(ix, f"index {k} of {self.name}")
+            if isinstance(e, E.Const) and isinstance(self.shape[k], E.Const) and not (
+                    0 <= e.value < self.shape[k].value):
+                raise IndexError(f"{self.name}: index {e.value} is out of range for dimension {k} of "
+                                 f"size {self.shape[k].value}")
+            idx.append(e)
+        return E.Load(self, tuple(idx), self.dtype)
+
+    def __hash__(self):
+        return id(self)
+
+    def __str__(self):
+        from .printer import tensor_str
+        return tensor_str(self)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}{shape_str(self.shape)} {self.dtype}>"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Placeholder(Tensor):
+    uid: int = 0
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ComputeOp(Tensor):
+    axes: tuple = ()  # IndexVars, one per output dimension
+    body: E.Expr = None  # type: ignore[assignment]
+    uid: int = 0
+
+    def inputs(self) -> tuple[Tensor, ...]:
+        seen: dict = {}
+        for ld in E.loads(self.body):
+            seen.setdefault(ld.tensor, None)
+        for ax in self.axes:
+            for ld in E.loads(ax.extent):
+                seen.setdefault(ld.tensor, None)
+        return tuple(seen)
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def new_uid() -> int:
+    return next(_ids)
+
+
+def topo_order(outputs) -> list[Tensor]:
+    """Every tensor the outputs depend on, producers first; each exactly once."""
+    order, seen = [], set()
+
+    def visit(t):
+        stack = [(t, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((i, False) for i in reversed(n.inputs()) if i not in seen)
+
+    for t in outputs:
+        visit(t)
+    return order
