@@ -102,3 +102,30 @@ def as_input_array(x, p) -> np.ndarray:
     if hasattr(x, "__array__") or isinstance(x, (list, tuple, int, float, bool, np.generic)):
         return np.asarray(x)
     raise TypeError(f"input {p.name} must be a numpy array, got {type(x).__name__}")
+
+
+def int_source(e: E.Expr, slot: dict) -> str:
+    """Python source computing an integer size expression from a list `s` of size values."""
+    if isinstance(e, E.Const):
+        return str(int(e.value))
+    if isinstance(e, E.SizeVar):
+        return f"s[{slot[e]}]"
+    if isinstance(e, E.Cast):
+        return int_source(e.x, slot)
+    if isinstance(e, E.Unary) and e.op == "neg":
+        return f"(-{int_source(e.x, slot)})"
+    if isinstance(e, E.Binary) and e.op in ("add", "sub", "mul", "floordiv", "mod"):
+        a, b = int_source(e.a, slot), int_source(e.b, slot)
+        if e.op in ("floordiv", "mod"):
+            sym = "//" if e.op == "floordiv" else "%"
+            return f"(({a}) {sym} ({b}) if ({b}) else 0)"
+        return f"({a} {dict(add='+', sub='-', mul='*')[e.op]} {b})"
+    if isinstance(e, E.Call) and e.fn in ("minimum", "maximum"):
+        return f"{e.fn[:3]}({', '.join(int_source(a, slot) for a in e.args)})"
+    raise ValueError(f"cannot compile the size expression {e}")
+
+
+def shape_function(shapes, slot: dict):
+    """A function of the size list returning each shape tuple: one call per kernel launch."""
+    body = ", ".join("(" + "".join(int_source(d, slot) + ", " for d in shape) + ")" for shape in shapes)
+    return eval(f"lambda s: ({body}{',' if len(shapes) == 1 else ''})", {})  # noqa: S307 - our own text

@@ -109,7 +109,7 @@ class CPrinter:
         return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
 
     def _Checked(self, e):
-        return f"kd_chk({self.expr(e.index)}, {self.expr(e.extent)}, {e.code}, &kd_err)"
+        return f"kd_chk({self.expr(e.index)}, {self.expr(e.extent)}, {e.code}, kd_report)"
 
     def index(self, buf: Buffer, indices) -> str:
         if not indices:

@@ -46,7 +46,7 @@ class Intrinsic:
 
 
 def _f(name32: str, name64: str | None = None) -> dict:
-    return {"float32": name32 + "({0})", "float64": (name64 or name32.rstrip("f")) + "({0})"}
+    return {"float32": name32 + "({0})", "float64": (name64 or name32.removesuffix("f")) + "({0})"}
 
 
 def _sigmoid_np(x):

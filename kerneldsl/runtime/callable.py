@@ -13,14 +13,11 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.lower import Module
-from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int
+from ..ir import expr as E
+from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
 _DUMMY_PTR = _DUMMY.ctypes.data
-
-
-def _ptr(a: np.ndarray) -> int:
-    return a.ctypes.data if a.size else _DUMMY_PTR
 
 
 class Function:
@@ -31,12 +28,13 @@ class Function:
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         self._lib = lib
         self._entry = lib.kd_entry
-        self._entry.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+        self._entry.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
         self._entry.restype = ctypes.c_int
         tensors = module.tensors
         self._temps = [tensors[b] for b in module.temps]
         self._nbufs = len(module.buffers)
         self._nmeta = len(module.sizes) + sum(b.ndim for b in module.buffers)
+        self._plan()
 
     @property
     def kernels(self):
@@ -47,36 +45,75 @@ class Function:
         outs = ", ".join(t.name for t in self.outputs)
         return f"<kerneldsl.Function ({ins}) -> ({outs}), {len(self.kernels)} kernel(s)>"
 
+    def _plan(self) -> None:
+        """Precompute the checks of a call, so that a launch costs a few microseconds."""
+        slot = {s: k for k, s in enumerate(self.module.sizes)}
+        self._slot = slot
+        self._in_plan = []
+        for p in self.inputs:
+            bare = tuple((k, slot[d]) for k, d in enumerate(p.shape) if isinstance(d, E.SizeVar))
+            self._in_plan.append((np.dtype(p.dtype), p.ndim, bare))
+        self._derived = shape_function([p.shape for p in self.inputs], slot)
+        self._shapes = shape_function([t.shape for t in self.outputs + tuple(self._temps)], slot)
+        self._out_dtypes = [np.dtype(t.dtype) for t in self.outputs + tuple(self._temps)]
+        self._nout = len(self.outputs)
+
+    def _fast_sizes(self, arrays):
+        """The size list, or None when anything is off (the slow path then explains what)."""
+        sizes = [-1] * len(self._slot)
+        for a, (dtype, ndim, bare) in zip(arrays, self._in_plan):
+            if a.dtype != dtype or a.ndim != ndim or not a.dtype.isnative:
+                return None
+            shape = a.shape
+            for k, j in bare:
+                if sizes[j] < 0:
+                    sizes[j] = shape[k]
+                elif sizes[j] != shape[k]:
+                    return None
+        if any(s < 0 for s in sizes) or self._derived(sizes) != tuple(a.shape for a in arrays):
+            return None
+        return sizes
+
     def __call__(self, *args, out=None):
         if len(args) != len(self.inputs):
             names = ", ".join(t.name for t in self.inputs)
             raise TypeError(f"this function takes {len(self.inputs)} input(s) ({names}), got {len(args)}")
-        arrays = [as_input_array(a, p) for a, p in zip(args, self.inputs)]
-        sizes = bind_sizes(self.inputs, arrays)
+        arrays = [a if type(a) is np.ndarray else as_input_array(a, p) for a, p in zip(args, self.inputs)]
+        sizes = self._fast_sizes(arrays)
+        if sizes is None:
+            named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
+            sizes = [named[s] for s in self.module.sizes]
+        shapes = self._shapes(sizes)
+        if any(d < 0 for shape in shapes for d in shape):
+            named = dict(zip(self.module.sizes, sizes))
+            for t in self.outputs + tuple(self._temps):
+                concrete_shape(t, named)  # raises the ShapeError naming the tensor
         arrays = [a if a.flags.aligned else np.ascontiguousarray(a) for a in arrays]
-        outs = self._outputs(sizes, out, arrays)
+        if out is None:
+            outs = [(np.empty(s, dtype=d), False) for s, d in zip(shapes[:self._nout], self._out_dtypes)]
+        else:
+            outs = self._outputs(shapes[:self._nout], out, arrays)
         targets = [o if not alias else np.empty(o.shape, o.dtype) for o, alias in outs]
-        temps = [np.empty(concrete_shape(t, sizes), dtype=t.dtype) for t in self._temps]
+        temps = [np.empty(s, dtype=d) for s, d in zip(shapes[self._nout:], self._out_dtypes[self._nout:])]
         bufs = arrays + targets + temps
-        meta = [sizes[s] for s in self.module.sizes]
+        meta = list(sizes)
         for a in bufs:
             isz = a.itemsize
             meta.extend(s // isz for s in a.strides)
-        ptrs = (ctypes.c_void_p * self._nbufs)(*[_ptr(a) for a in bufs])
+        ptrs = (ctypes.c_void_p * self._nbufs)(*[a.ctypes.data if a.size else _DUMMY_PTR for a in bufs])
         meta_arr = (ctypes.c_int64 * max(self._nmeta, 1))(*meta)
-        rc = self._entry(ptrs, meta_arr)
+        report = (ctypes.c_int64 * 2)(0, 0)
+        rc = self._entry(ptrs, meta_arr, report)
         if rc:
-            raise self._error(rc, sizes)
+            raise self._error(rc, dict(zip(self.module.sizes, sizes)), report[1])
         for (o, alias), t in zip(outs, targets):
             if alias:
                 o[...] = t
-        results = tuple(o for o, _ in outs)
-        return results[0] if len(results) == 1 else results
+        if self._nout == 1:
+            return outs[0][0]
+        return tuple(o for o, _ in outs)
 
-    def _outputs(self, sizes, out, arrays):
-        shapes = [concrete_shape(t, sizes) for t in self.outputs]
-        if out is None:
-            return [(np.empty(s, dtype=t.dtype), False) for t, s in zip(self.outputs, shapes)]
+    def _outputs(self, shapes, out, arrays):
         out = (out,) if isinstance(out, np.ndarray) else tuple(out)
         if len(out) != len(self.outputs):
             raise TypeError(f"out= needs {len(self.outputs)} array(s), got {len(out)}")
@@ -96,7 +133,7 @@ class Function:
             result.append((o, alias))
         return result
 
-    def _error(self, code: int, sizes: dict) -> Exception:
+    def _error(self, code: int, sizes: dict, index: int) -> Exception:
         info = self.module.errors.get(code)
         if info is None:
             return RuntimeError(f"kernel failed with unknown code {code}")
@@ -104,10 +141,9 @@ class Function:
         if info.lo is not None:
             lo, hi = eval_int(info.lo, sizes), eval_int(info.hi, sizes)
             return IndexError(
-                f"{info.op} reads {info.load}: index {info.dim} ranges over [{lo}, {hi}] but dimension "
-                f"{info.dim} of {info.tensor} has size {extent}; the inputs are too small for this "
+                f"{info.op} reads {info.load}: the index in dimension {info.dim} ranges over [{lo}, {hi}] "
+                f"but {info.tensor} has size {extent} there; the inputs are too small for this "
                 f"computation, or the index expression is off")
         return IndexError(
-            f"{info.op} reads {info.load}: index {info.dim} went out of range [0, {extent}) of "
-            f"{info.tensor} (a gathered index or a guarded read outside the array); no element was read "
-            f"outside the array")
+            f"{info.op} reads {info.load}: index {index} in dimension {info.dim} is out of range "
+            f"[0, {extent}) for {info.tensor}; nothing was read outside the array")

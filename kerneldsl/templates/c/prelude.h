@@ -5,11 +5,13 @@
 
 #define KD_UNUSED __attribute__((unused))
 
-/* A run-time checked index: out of [0, n) records `code` and reads element 0 instead. */
-static inline int64_t kd_chk(int64_t i, int64_t n, int code, int *err)
+/* A run-time checked index: out of [0, n) records the code and the index in `report`
+   (report[0] = code, report[1] = index) and reads element 0 instead. */
+static inline int64_t kd_chk(int64_t i, int64_t n, int code, int64_t *report)
 {
     if (__builtin_expect((uint64_t)i >= (uint64_t)n, 0)) {
-        __atomic_store_n(err, code, __ATOMIC_RELAXED);
+        __atomic_store_n(&report[1], i, __ATOMIC_RELAXED);
+        __atomic_store_n(&report[0], (int64_t)code, __ATOMIC_RELEASE);
         return 0;
     }
     return i;

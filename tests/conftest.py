@@ -1,0 +1,79 @@
+"""Shared test setup: a private kernel cache, and `check`, which builds, runs and compares.
+
+Every compiled result is compared twice: with the reference interpreter
+(`kd.evaluate`) and with an independent numpy expression written in the test.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+import kerneldsl as kd
+
+# One cache per test process, made before any kernel is built, unless the caller chose one.
+# tests/test_cache.py points KERNELDSL_CACHE elsewhere per test (monkeypatch) and restores it.
+if not os.environ.get("KERNELDSL_CACHE"):
+    _CACHE = tempfile.mkdtemp(prefix="kerneldsl-test-cache-")
+    os.environ["KERNELDSL_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)
+
+# Default tolerances when comparing a kernel with numpy (the reference uses numpy itself, so
+# kernel vs reference differs only by summation order and libm vs numpy's own math).
+RTOL = {"float32": 2e-5, "float64": 1e-12}
+ATOL = {"float32": 1e-6, "float64": 1e-13}
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def assert_same(got, want, rtol=None, atol=None, what="") -> None:
+    """Equal dtype and shape; floats close (NaN where NaN, infinities equal), others exact."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    if got.dtype.kind == "f":
+        name = got.dtype.name
+        np.testing.assert_allclose(got, want, rtol=RTOL[name] if rtol is None else rtol,
+                                   atol=ATOL[name] if atol is None else atol, equal_nan=True, err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def check(outputs, feed: dict, inputs=None, expected=None, rtol=None, atol=None, ref_rtol=None,
+          ref_atol=None, f=None):
+    """Build `outputs` from `inputs` (default: the keys of `feed`, in order), run on the arrays of
+    `feed`, and compare with `kd.evaluate` and, if given, with `expected` (numpy arrays, one per
+    output). Returns (function, results as a list)."""
+    single = isinstance(outputs, kd.Tensor)
+    outputs = [outputs] if single else list(outputs)
+    inputs = list(feed) if inputs is None else list(inputs)
+    f = kd.build(inputs, outputs) if f is None else f
+    got = f(*[feed[p] for p in inputs])
+    got = [got] if len(outputs) == 1 else list(got)
+    ref = kd.evaluate(outputs, feed)
+    for t, g, r in zip(outputs, got, ref):
+        assert_same(g, r, ref_rtol if ref_rtol is not None else rtol,
+                    ref_atol if ref_atol is not None else atol, what=f"{t.name}: kernel vs reference")
+    if expected is not None:
+        expected = [expected] if not isinstance(expected, (list, tuple)) else list(expected)
+        assert len(expected) == len(outputs)
+        for t, g, e in zip(outputs, got, expected):
+            assert_same(g, np.asarray(e), rtol, atol, what=f"{t.name}: kernel vs numpy")
+    return f, got
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A brand-new, empty kernel cache (disk and memory) for tests that change compiler settings."""
+    from kerneldsl.runtime.build import clear_memory_cache
+    monkeypatch.setenv("KERNELDSL_CACHE", str(tmp_path / "cache"))
+    clear_memory_cache()
+    yield tmp_path / "cache"
+    clear_memory_cache()

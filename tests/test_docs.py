@@ -1,0 +1,26 @@
+"""The README's quickstart and the tutorials run exactly as written."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_quickstart_runs():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python block"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "tutorials").glob("*.py")))
+def test_tutorial_runs(script):
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, str(ROOT / "tutorials" / script)], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
