@@ -33,7 +33,7 @@ def _step(name: str, fn, *args):
     return result
 
 
-def build(inputs, outputs, target: str = "c", name: str | None = None):
+def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: bool = True):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`."""
     from .runtime.build import compile_c, kerneldsl_version
     from .runtime.callable import Function
@@ -55,7 +55,9 @@ def build(inputs, outputs, target: str = "c", name: str | None = None):
     if target != "c":
         raise ValueError(f"build: unknown target {target!r}; available: {', '.join(TARGETS)}")
     check_bindable(inputs, [t.shape for t in outputs])
-    module = _step("lower", lower, inputs, outputs)
+    from .schedule.fuse import fuse as fuse_graph
+    graph = _step("fuse", fuse_graph, outputs, fuse)
+    module = _step("lower", lower, inputs, list(graph.outputs), graph.fused)
     source = _step("codegen c", render, module)
     lib = _step("compile", lambda s: compile_c(s, name=name or outputs[0].name), source)
     del kerneldsl_version

@@ -119,6 +119,17 @@ class CPrinter:
             parts.append(f"{self.expr(ix)} * {st}")
         return " + ".join(parts)
 
+    def _reduction_clause(self, loop: For) -> str:
+        """`reduction(+:acc)` for accumulators updated but not declared in the loop body."""
+        body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
+        declared = {s.var for s in body if isinstance(s, Declare)}
+        clauses = []
+        for s in body:
+            if isinstance(s, Assign) and s.var not in declared and isinstance(s.value, E.Binary) \
+                    and s.value.a is s.var and s.value.op in ("add", "mul"):
+                clauses.append(f" reduction({'+' if s.value.op == 'add' else '*'}:{self.name(s.var)})")
+        return "".join(clauses)
+
     def _Load(self, e):
         return f"{self.name(e.tensor)}[{self.index(e.tensor, e.indices)}]"
 
@@ -131,7 +142,11 @@ class CPrinter:
             out = []
             if s.kind == "parallel":
                 work = self.expr(s.work) if s.work is not None else self.expr(s.extent)
-                out.append(f"{indent}#pragma omp parallel for schedule(static) if ({work} >= {PARALLEL_MIN_WORK})")
+                simd = " simd" if _innermost(s) and _vectorizable(s.body) else ""
+                out.append(f"{indent}#pragma omp parallel for{simd} schedule(static) "
+                           f"if ({work} >= {PARALLEL_MIN_WORK})")
+            elif s.kind == "vectorized":
+                out.append(f"{indent}#pragma omp simd{self._reduction_clause(s)}")
             out.append(f"{indent}for (int64_t {v} = 0; {v} < {self.expr(s.extent)}; ++{v}) {{")
             return out + self.stmt(s.body, indent + "    ") + [f"{indent}}}"]
         if isinstance(s, Store):
@@ -149,7 +164,12 @@ class CPrinter:
         raise TypeError(f"C codegen: unknown statement {type(s).__name__}")
 
 
-from ..ir.lower import PARALLEL_MIN_WORK  # noqa: E402
+from ..ir.lower import PARALLEL_MIN_WORK, _vectorizable  # noqa: E402
+
+
+def _innermost(loop: For) -> bool:
+    body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
+    return not any(isinstance(s, (For, IfThenElse)) for s in body)
 
 
 def meta_layout(module: Module) -> tuple[dict, dict]:
@@ -240,10 +260,17 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
         for v in sorted((v for v in used if isinstance(v, E.Var)), key=lambda v: v.name):
             local[v] = f"v_{v.name}"
         p = printer_cls(local, strides)
+        body = "\n".join(p.stmt(k.body, "    "))
+        unit = [b for b in module.buffers if b in used and b.ndim]
+        if unit:  # a copy of the nest for unit innermost strides: contiguous, vectorizable accesses
+            fast = printer_cls(local, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
+            cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
+            body = "\n".join([f"    if ({cond}) {{", *fast.stmt(k.body, "        "), "    } else {",
+                              *p.stmt(k.body, "        "), "    }"])
         from ..ir.printer import expr_str
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
-                        "prologue": prologue(used), "body": "\n".join(p.stmt(k.body, "    "))})
+                        "prologue": prologue(used), "body": body})
     p = printer_cls(names, strides)
     checks = [{"cond": p.expr(c.cond), "code": c.code} for c in module.checks]
     entry_used = _used([c for c in module.checks])

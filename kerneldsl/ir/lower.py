@@ -50,10 +50,11 @@ class Kernel:
     name: str
     op: ComputeOp
     body: Stmt
-    checks: tuple = ()
+    fused: tuple = ()  # names of the producers inlined into this kernel
 
     def __str__(self) -> str:
-        return "\n".join([f"# kernel {self.name}", *stmt_lines(self.body)])
+        fused = f"  (fused: {', '.join(self.fused)})" if self.fused else ""
+        return "\n".join([f"# kernel {self.name}{fused}", *stmt_lines(self.body)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +76,7 @@ class Module:
     def __str__(self) -> str:
         lines = [f"# entry check: {ln}" for c in self.checks for ln in stmt_lines(c)]
         for k in self.kernels:
-            lines += [f"# kernel {k.name}", *stmt_lines(k.body)]
+            lines += str(k).split("\n")
         return "\n".join(lines)
 
 
@@ -92,7 +93,7 @@ class _Names:
         return name
 
 
-def lower(inputs, outputs) -> Module:
+def lower(inputs, outputs, fused: dict | None = None) -> Module:
     order = topo_order(outputs)
     for t in order:
         if isinstance(t, Placeholder) and t not in inputs:
@@ -108,7 +109,7 @@ def lower(inputs, outputs) -> Module:
     from ..shapes import size_vars_of
     sizes = tuple(size_vars_of(inputs))
     ctx = _Context(bufs)
-    kernels = [ctx.lower_op(t) for t in order if isinstance(t, ComputeOp)]
+    kernels = [ctx.lower_op(t, (fused or {}).get(t, ())) for t in order if isinstance(t, ComputeOp)]
     ins = tuple(bufs[t] for t in inputs)
     outs = tuple(bufs[t] for t in outputs)
     temps = tuple(b for t, b in bufs.items() if b.role == "temp")
@@ -127,19 +128,20 @@ class _Context:
         self.errors[code] = info
         return code
 
-    def lower_op(self, op: ComputeOp) -> Kernel:
+    def lower_op(self, op: ComputeOp, fused: tuple = ()) -> Kernel:
         self.names = _Names()
         self.op = op
         self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
         stmts, value = self.expr(op.body, None, False, tuple(op.axes))
         nest = seq(*stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
+            innermost = k == len(op.axes) - 1 and _vectorizable(nest)
             if k == 0:
                 work = _work(op)
                 nest = For(self.vars[a], a.extent, nest, "parallel", work)
             else:
-                nest = For(self.vars[a], a.extent, nest)
-        return Kernel(self.bufs[op].name, op, nest)
+                nest = For(self.vars[a], a.extent, nest, "vectorized" if innermost else "serial")
+        return Kernel(self.bufs[op].name, op, nest, tuple(fused))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
     def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
@@ -209,8 +211,11 @@ class _Context:
             cs, c = self.expr(e.cond, None, guarded, enclosing)
             step = seq(*cs, IfThenElse(c, step))
         nest = step
+        simd = c_simd = e.combiner in ("sum", "prod") and e.cond is None and _vectorizable(step)
         for a in reversed(e.axes):
-            nest = For(self.vars[a], a.extent, nest)
+            nest = For(self.vars[a], a.extent, nest, "vectorized" if simd else "serial")
+            simd = False
+        del c_simd
         if guard is not None:
             nest = IfThenElse(guard, nest)
         return [*decls, nest], acc
@@ -241,6 +246,20 @@ class _Context:
         decls = [Declare(acc, E.Const(0, "int64")), Declare(best, E.const(init, body.dtype))]
         update = seq(Declare(v, body), IfThenElse(better, seq(Assign(best, v), Assign(acc, simplify(flat)))))
         return decls, update
+
+
+def _vectorizable(body: Stmt) -> bool:
+    """A straight-line loop body without checked (possibly guarded) reads can run as SIMD lanes."""
+    from .loops import Seq
+    stmts = body.stmts if isinstance(body, Seq) else (body,)
+    for s in stmts:
+        if not isinstance(s, (Store, Assign, Declare)):
+            return False
+        value = s.value if isinstance(s, (Store, Assign)) else s.init
+        exprs = (value, *(s.indices if isinstance(s, Store) else ()))
+        if any(isinstance(n, Checked) for x in exprs for n in E.walk(x)):
+            return False
+    return True
 
 
 def _work(op: ComputeOp) -> E.Expr:

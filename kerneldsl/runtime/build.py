@@ -33,7 +33,16 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 CACHE_FORMAT = 1
 # No -ffast-math: generated kernels rely on IEEE NaN/inf semantics.
-DEFAULT_CFLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp", "-fwrapv")
+# -fno-math-errno and -fno-trapping-math change no result (we never read errno or FP traps) but let
+# loops of expf/logf and of selects vectorize;
+# with glibc's libmvec those become SIMD calls (declared in the C prelude under KD_USE_MVEC).
+_GLIBC = tuple(int(x) for x in (os.confstr("CS_GNU_LIBC_VERSION") or "glibc 0.0").split()[-1].split(".")[:2]) \
+    if hasattr(os, "confstr") and "CS_GNU_LIBC_VERSION" in os.confstr_names else (0, 0)
+_MVEC = ("-DKD_USE_MVEC", "-lmvec") if (_GLIBC >= (2, 35) and any(
+    os.path.exists(os.path.join(d, "libmvec.so.1"))
+    for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64"))) else ()
+DEFAULT_CFLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp", "-fwrapv", "-fno-math-errno",
+                                  "-fno-trapping-math", *_MVEC)
 _MAX_OUTPUT = 4000  # characters of compiler output quoted in a CompileError message
 
 
@@ -196,7 +205,9 @@ def _build(d: Path, key: str, source: str, cc: list[str], flags: list[str], name
     fd, tmp_so = tempfile.mkstemp(dir=d, prefix=f"{key}.", suffix=".so.tmp")
     os.close(fd)
     try:
-        cmd = [*cc, *flags, "-shared", "-fPIC", "-o", tmp_so, str(src), "-lm"]
+        libs = [f for f in flags if f.startswith("-l")]  # libraries after the source, for the linker
+        opts = [f for f in flags if not f.startswith("-l")]
+        cmd = [*cc, *opts, "-shared", "-fPIC", "-o", tmp_so, str(src), *libs, "-lm"]
         stats.compiles += 1
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")

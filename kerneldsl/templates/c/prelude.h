@@ -5,6 +5,46 @@
 
 #define KD_UNUSED __attribute__((unused))
 
+#ifdef KD_USE_MVEC
+/* glibc's libmvec has SIMD versions of these; declaring them lets `omp simd` loops call them. */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+float logf(float);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+#pragma omp declare simd notinbranch
+float expm1f(float);
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+float sinf(float);
+#pragma omp declare simd notinbranch
+float cosf(float);
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+float powf(float, float);
+#pragma omp declare simd notinbranch
+double exp(double);
+#pragma omp declare simd notinbranch
+double log(double);
+#pragma omp declare simd notinbranch
+double log1p(double);
+#pragma omp declare simd notinbranch
+double expm1(double);
+#pragma omp declare simd notinbranch
+double tanh(double);
+#pragma omp declare simd notinbranch
+double sin(double);
+#pragma omp declare simd notinbranch
+double cos(double);
+#pragma omp declare simd notinbranch
+double erf(double);
+#pragma omp declare simd notinbranch
+double pow(double, double);
+#endif
+
 /* A run-time checked index: out of [0, n) records the code and the index in `report`
    (report[0] = code, report[1] = index) and reads element 0 instead. */
 static inline int64_t kd_chk(int64_t i, int64_t n, int code, int64_t *report)
@@ -69,8 +109,8 @@ static inline T kd_min_##S(T a, T b) { return (a != a || a < b) ? a : b; }      
 static inline T kd_max_##S(T a, T b) { return (a != a || a > b) ? a : b; }            \
 static inline T kd_sigmoid_##S(T x)                                                   \
 {                                                                                     \
-    T e = exp##F(-fabs##F(x));                                                        \
-    return x >= 0 ? 1 / (1 + e) : e / (1 + e);                                        \
+    T e = exp##F(-fabs##F(x)), r = 1 / (1 + e); /* branch-free: it vectorizes */      \
+    return x >= 0 ? r : e * r;                                                        \
 }
 
 KD_FLOAT_OPS(float, f32, f)

@@ -1,0 +1,1 @@
+"""Scheduling: fusion of the tensor graph, and loop-IR transforms per target."""
