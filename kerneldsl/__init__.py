@@ -12,6 +12,7 @@
 __version__ = "0.1.0"
 
 from .api import build
+from .autodiff import check_grad, grad
 from .errors import CompileError, DTypeError, ScheduleError, ShapeError
 from .ir.expr import Expr
 from .ir.tensor import ComputeOp, Placeholder, Tensor
@@ -19,9 +20,10 @@ from .lang import (abs, argmax, argmin, cast, ceil, compute, const, cos, erf, ex
                    log1p, max, maximum, min, minimum, placeholder, pow, prod, reduce_axis, rsqrt, sigmoid,
                    sin, size, sizes, sqrt, sum, tanh, where)
 from .reference import evaluate
+from .schedule.schedule import LoopRef, Schedule, Trace, schedule
 
 __all__ = [
-    "build", "evaluate", "compute", "placeholder", "reduce_axis", "size", "sizes",
+    "build", "evaluate", "schedule", "Schedule", "Trace", "LoopRef", "grad", "check_grad", "compute", "placeholder", "reduce_axis", "size", "sizes",
     "sum", "prod", "max", "min", "argmax", "argmin", "where", "cast", "const",
     "exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sqrt", "rsqrt", "abs", "sin", "cos",
     "floor", "ceil", "minimum", "maximum", "pow",

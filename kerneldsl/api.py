@@ -24,7 +24,7 @@ def _debug_level() -> int:
 
 def _step(name: str, fn, *args):
     t0 = time.perf_counter()
-    result = fn(*args)
+    result = fn(*args) if args else fn()
     level = _debug_level()
     if level >= 1:
         print(f"[kerneldsl] {name}: {1e3 * (time.perf_counter() - t0):.2f} ms")
@@ -33,7 +33,7 @@ def _step(name: str, fn, *args):
     return result
 
 
-def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: bool = True):
+def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: bool = True, schedule=None):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`."""
     from .runtime.build import compile_c, kerneldsl_version
     from .runtime.callable import Function
@@ -55,13 +55,34 @@ def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: boo
     if target != "c":
         raise ValueError(f"build: unknown target {target!r}; available: {', '.join(TARGETS)}")
     check_bindable(inputs, [t.shape for t in outputs])
-    from .schedule.fuse import fuse as fuse_graph
-    graph = _step("fuse", fuse_graph, outputs, fuse)
-    module = _step("lower", lower, inputs, list(graph.outputs), graph.fused)
+    if schedule is not None:
+        if tuple(schedule.outputs) != tuple(outputs):
+            raise ValueError("build: the schedule was made for other outputs "
+                             f"({', '.join(t.name for t in schedule.outputs)})")
+        from .schedule.schedule import Schedule
+        # replaying the trace on this build's input order gives the same kernels
+        module = _step("schedule", lambda: Schedule(outputs, inputs, schedule.trace, schedule.fuse_enabled).module)
+    else:
+        from .schedule.fuse import fuse as fuse_graph
+        graph = _step("fuse", fuse_graph, outputs, fuse)
+        module = _step("lower", lower, inputs, list(graph.outputs), graph.fused)
+    _check_target_kinds(module, target)
     source = _step("codegen c", render, module)
     lib = _step("compile", lambda s: compile_c(s, name=name or outputs[0].name), source)
     del kerneldsl_version
     return Function(module, lib.lib, source, inputs, outputs, lib.source_path)
+
+
+def _check_target_kinds(module, target: str) -> None:
+    from .errors import ScheduleError
+    from .schedule.primitives import loops
+    if target != "c":
+        return
+    for k in module.kernels:
+        for lp in loops(k.body):
+            if lp.kind.startswith(("block_", "thread_")):
+                raise ScheduleError(f"kernel {k.name}: loop {lp.var.name!r} is bound to a GPU axis "
+                                    f"({lp.kind}); build it with target='cuda' or drop the bind")
 
 
 __all__ = ["build", "ShapeError"]

@@ -145,6 +145,8 @@ class CPrinter:
                 simd = " simd" if _innermost(s) and _vectorizable(s.body) else ""
                 out.append(f"{indent}#pragma omp parallel for{simd} schedule(static) "
                            f"if ({work} >= {PARALLEL_MIN_WORK})")
+            elif s.kind == "unrolled":
+                out.append(f"{indent}#pragma GCC unroll 16")
             elif s.kind == "vectorized":
                 out.append(f"{indent}#pragma omp simd{self._reduction_clause(s)}")
             out.append(f"{indent}for (int64_t {v} = 0; {v} < {self.expr(s.extent)}; ++{v}) {{")

@@ -279,9 +279,11 @@ def _operands(a, b):
     elif ae:
         b = b.__kd_expr__() if hasattr(b, "__kd_expr__") else b
         dtype = dt.promote(a.dtype, b.dtype) if isinstance(b, Expr) else dt.promote_weak(a.dtype, b)
+        b = b if isinstance(b, Expr) else const(b, dtype)  # DTypeError if it does not fit, as numpy
     elif be:
         a = a.__kd_expr__() if hasattr(a, "__kd_expr__") else a
         dtype = dt.promote(a.dtype, b.dtype) if isinstance(a, Expr) else dt.promote_weak(b.dtype, a)
+        a = a if isinstance(a, Expr) else const(a, dtype)
     else:
         a, b = as_expr(a), as_expr(b)
         dtype = dt.promote(a.dtype, b.dtype)

@@ -130,6 +130,7 @@ class _Context:
 
     def lower_op(self, op: ComputeOp, fused: tuple = ()) -> Kernel:
         self.names = _Names()
+        self.reduced: dict = {}
         self.op = op
         self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
         stmts, value = self.expr(op.body, None, False, tuple(op.axes))
@@ -199,6 +200,14 @@ class _Context:
             self.asserts[cond] = Assert(cond, self._code(info))
 
     def reduce(self, e: E.Reduce, guard, guarded, enclosing):
+        key = (e, guard, enclosing)  # one accumulator per reduction and context: computed once
+        if key in self.reduced:
+            return [], self.reduced[key]
+        stmts, acc = self._reduce(e, guard, guarded, enclosing)
+        self.reduced[key] = acc
+        return stmts, acc
+
+    def _reduce(self, e: E.Reduce, guard, guarded, enclosing):
         enclosing = enclosing + tuple(e.axes)
         for a in e.axes:
             self.vars[a] = E.Var(self.names.fresh(a.name), "int64")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from . import expr as E
 
 _INFIX = {"add": ("+", 4), "sub": ("-", 4), "mul": ("*", 5), "div": ("/", 5), "floordiv": ("//", 5),
-          "mod": ("%", 5), "pow": ("**", 7), "lt": ("<", 2), "le": ("<=", 2), "gt": (">", 2),
-          "ge": (">=", 2), "eq": ("==", 2), "ne": ("!=", 2), "and": ("&", 1), "or": ("|", 0),
-          "xor": ("^", 0)}
+          "mod": ("%", 5), "pow": ("**", 7), "lt": ("<", 1), "le": ("<=", 1), "gt": (">", 1),
+          "ge": (">=", 1), "eq": ("==", 1), "ne": ("!=", 1), "and": ("&", 3), "or": ("|", 2),
+          "xor": ("^", 2.5)}  # Python's precedences: the printed text parses back to the same tree
 
 
 def _p(e: E.Expr, names) -> tuple[str, int]:
@@ -25,8 +25,9 @@ def _p(e: E.Expr, names) -> tuple[str, int]:
         sym, prec = _INFIX[e.op]
         a, pa = _p(e.a, names)
         b, pb = _p(e.b, names)
-        left_ok = pa > prec or (pa == prec and e.op != "pow")
-        right_ok = pb > prec or (pb == prec and e.op in ("add", "mul") and prec != 2)
+        left_ok = pa > prec or (pa == prec and e.op != "pow" and prec != 1)
+        right_ok = pb > prec or (pb == prec and isinstance(e.b, E.Binary) and e.b.op == e.op
+                                 and e.op in ("add", "mul", "and", "or", "xor"))
         return f"{a if left_ok else '(' + a + ')'} {sym} {b if right_ok else '(' + b + ')'}", prec
     if isinstance(e, E.Unary):
         x, px = _p(e.x, names)

@@ -99,7 +99,9 @@ class Function:
         meta = list(sizes)
         for a in bufs:
             isz = a.itemsize
-            meta.extend(s // isz for s in a.strides)
+            # an empty array's loads are all out of range; a failed check reads element 0, which
+            # zero strides keep on the dummy pointer whatever the other indices are
+            meta.extend(s // isz if a.size else 0 for s in a.strides)
         ptrs = (ctypes.c_void_p * self._nbufs)(*[a.ctypes.data if a.size else _DUMMY_PTR for a in bufs])
         meta_arr = (ctypes.c_int64 * max(self._nmeta, 1))(*meta)
         report = (ctypes.c_int64 * 2)(0, 0)

@@ -3,6 +3,8 @@
 An elementwise/injective producer (a compute op with no reduction in its body)
 is inlined into its consumer when it has exactly one consumer and is not an
 output: its body is substituted at the load, so no intermediate array exists.
+A reduction is inlined into its single consumer when that reads it only at the
+consumer's own point (`lse[i] = log(s[i])`): the epilogue joins the reduction.
 One consumer keeps "each producer computed once" true: a producer shared by
 several consumers stays a kernel of its own and is read from memory.
 
@@ -36,6 +38,25 @@ def is_injective(op: ComputeOp) -> bool:
     return not any(isinstance(n, E.Reduce) for n in E.walk(op.body))
 
 
+def same_point_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """The consumer reads the producer only at its own output point, outside any reduction:
+    inlining then computes each producer point exactly once (a reduction's epilogue)."""
+    if len(producer.axes) != len(consumer.axes) or any(
+            a is not b for a, b in zip(producer.shape, consumer.shape)):
+        return False
+    ok = True
+
+    def visit(n, in_reduce):
+        nonlocal ok
+        if isinstance(n, E.Load) and n.tensor is producer:
+            if in_reduce or tuple(n.indices) != tuple(consumer.axes):
+                ok = False
+        for c in n.children():
+            visit(c, in_reduce or isinstance(n, E.Reduce))
+    visit(consumer.body, False)
+    return ok
+
+
 def consumers(outputs) -> dict:
     users: dict = {}
     for t in topo_order(outputs):
@@ -56,13 +77,13 @@ def inline_load(body: E.Expr, producer: ComputeOp, definition: ComputeOp | None 
     return simplify(E.transform(body, rule))
 
 
-def fuse(outputs, enabled: bool = True) -> FusedGraph:
+def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
+    """Inline single-consumer elementwise producers (when `enabled`) and those in `force`."""
     outputs = tuple(outputs)
-    if not enabled:
-        return FusedGraph(outputs, {t: () for t in topo_order(outputs) if isinstance(t, ComputeOp)})
     users = consumers(outputs)
-    inline = {t for t in topo_order(outputs)
-              if isinstance(t, ComputeOp) and t not in outputs and is_injective(t) and len(users.get(t, ())) == 1}
+    inline = {t for t in topo_order(outputs) if isinstance(t, ComputeOp) and t not in outputs and (
+        (is_injective(t) and (t in force or (enabled and len(users.get(t, ())) == 1)))
+        or (enabled and len(users.get(t, ())) == 1 and same_point_use(t, users[t][0])))}
     new: dict = {}
     fused: dict = {}
     for t in topo_order(outputs):

@@ -1,0 +1,6 @@
+"""Reverse-mode autodiff on the tensor IR: `kd.grad` and the finite-difference checker `kd.check_grad`."""
+
+from .checker import GradCheck, check_grad
+from .grad import grad
+
+__all__ = ["grad", "check_grad", "GradCheck"]

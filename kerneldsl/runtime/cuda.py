@@ -1,0 +1,388 @@
+"""CUDA runtime: nvcc to cubin (cached on disk, with ptxas's resource report), and launches on a
+real GPU through PyCUDA or CuPy.
+
+    cubin = compile_cubin(source.text, arch="sm_90")    # cached like C builds
+    cubin.resources["kd_kernel_C"] -> {"registers": 40, "spill_stores": 0, "shared": 128, ...}
+    f = GpuFunction(module, source, cubin, inputs, outputs)   # what kd.build(target="cuda") returns
+
+Driver choice: `KERNELDSL_CUDA_DRIVER=pycuda|cupy`, else PyCUDA if importable, else CuPy.
+Architecture: the present GPU's, else `KERNELDSL_CUDA_ARCH` (e.g. sm_80), else sm_90.
+
+The GPU path keeps the C callable's contract: numpy arrays in and out, the same input checks
+(inherited from Function), entry checks evaluated on the host before any launch, per-element
+index checks reported by the kernels through a small device `report` buffer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir import expr as E
+from . import build as B
+
+NVCC_FLAGS = ("-O3", "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings")
+DEFAULT_ARCH = "sm_90"
+
+
+# --- a cached build product (cubin, emulator .so): the C cache's scheme, any compiler ---------
+@dataclass(frozen=True)
+class Artifact:
+    path: str
+    source_path: str
+    key: str
+    output: str  # the compiler's messages (ptxas -v resource report for nvcc)
+    from_cache: bool
+
+
+_artifacts: dict[str, Artifact] = {}
+
+
+def _valid(d: Path, key: str, suffix: str, repair: bool) -> Artifact | None:
+    out, meta = d / f"{key}{suffix}", d / f"{key}.json"
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if B._sha256_file(out) != info["sha256"]:
+            raise ValueError("sha256 mismatch")
+    except (OSError, ValueError, KeyError, TypeError):
+        if repair:
+            B._unlink(meta)
+            B._unlink(out)
+        return None
+    return Artifact(str(out), info["source_path"], key, info.get("output", ""), True)
+
+
+def cached_artifact(ident: list, source: str, src_suffix: str, suffix: str, cmd_for, name: str) -> Artifact:
+    """Build `source` with the command `cmd_for(src_path, out_path)` unless a valid entry exists.
+
+    The key hashes `ident` (compiler identity, flags, versions) and the source; entries are
+    written atomically, validated by sha256, and builds of one key are serialized by a lock.
+    """
+    key = hashlib.sha256(json.dumps([B.CACHE_FORMAT, B.kerneldsl_version(), ident, source]).encode()).hexdigest()
+    hit = _artifacts.get(key)
+    if hit is not None:
+        B.stats.memory_hits += 1
+        return hit
+    d = B.cache_dir()
+    entry = _valid(d, key, suffix, repair=False)
+    if entry is None:
+        d.mkdir(parents=True, exist_ok=True)
+        with B._locked(d / f"{key}.lock"):
+            entry = _valid(d, key, suffix, repair=True) or _build(d, key, source, src_suffix, suffix, cmd_for, name)
+    if entry.from_cache:
+        B.stats.disk_hits += 1
+    _artifacts[key] = entry
+    return entry
+
+
+def _build(d, key, source, src_suffix, suffix, cmd_for, name) -> Artifact:
+    src = d / f"{key}{src_suffix}"
+    B._atomic_write(src, source.encode())
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f"{key}.", suffix=suffix + ".tmp")
+    os.close(fd)
+    try:
+        cmd = cmd_for(str(src), tmp)
+        B.stats.compiles += 1
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        except FileNotFoundError:
+            raise CompileError(f"compiler {cmd[0]!r} not found") from None
+        output = (proc.stderr + proc.stdout).strip()
+        if proc.returncode != 0:
+            raise CompileError(f"failed to compile kernel {name!r} (exit {proc.returncode}); source saved at "
+                               f"{src}\ncommand: {shlex.join(cmd)}\n{output[:B._MAX_OUTPUT]}",
+                               source_path=str(src), compiler_output=output)
+        out = d / f"{key}{suffix}"
+        digest = B._sha256_file(Path(tmp))
+        os.replace(tmp, out)
+        meta = {"sha256": digest, "name": name, "command": cmd, "output": output, "source_path": str(src),
+                "kerneldsl_version": B.kerneldsl_version(), "cache_format": B.CACHE_FORMAT}
+        B._atomic_write(d / f"{key}.json", json.dumps(meta, indent=1).encode())
+    finally:
+        B._unlink(Path(tmp))
+    return Artifact(str(out), str(src), key, output, False)
+
+
+# --- nvcc ----------------------------------------------------------------------------------
+def nvcc_path() -> str | None:
+    return shutil.which(os.environ.get("KERNELDSL_NVCC", "nvcc"))
+
+
+def default_arch() -> str:
+    """The present GPU's sm_XY, else $KERNELDSL_CUDA_ARCH, else sm_90."""
+    env = os.environ.get("KERNELDSL_CUDA_ARCH")
+    if env:
+        return env if env.startswith("sm_") else f"sm_{env}"
+    cc = _device_capability()
+    return f"sm_{cc[0]}{cc[1]}" if cc else DEFAULT_ARCH
+
+
+@functools.cache
+def _device_capability():
+    try:
+        drv = driver()
+        return drv.capability() if drv is not None else None
+    except Exception:  # no GPU, no driver: fine, we only compile
+        return None
+
+
+@dataclass(frozen=True)
+class Cubin:
+    path: str
+    arch: str
+    source_path: str
+    resources: dict = field(default_factory=dict)  # kernel -> {"registers", "spill_stores", ...}
+    report: str = ""  # ptxas -v's text
+
+
+def compile_cubin(source: str, arch: str | None = None, name: str = "kernel") -> Cubin:
+    """nvcc -cubin -arch=<arch> with -Werror all-warnings; resources parsed from ptxas -v."""
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise CompileError("nvcc not found: install the CUDA toolkit or set KERNELDSL_NVCC; "
+                           "without a GPU, target='cuda-emu' runs the same kernels on the CPU")
+    arch = arch or default_arch()
+    flags = [*NVCC_FLAGS, f"-arch={arch}"]
+    ident = ["nvcc", B._compiler_identity((nvcc,)), flags]
+    art = cached_artifact(ident, source, ".cu", ".cubin",
+                          lambda src, out: [nvcc, "-cubin", *flags, "-o", out, src], name)
+    return Cubin(art.path, arch, art.source_path, parse_ptxas(art.output), art.output)
+
+
+_FUNC = re.compile(r"Compiling entry function '(\w+)'|Function properties for (\w+)")
+
+
+def parse_ptxas(text: str) -> dict:
+    """{kernel: {registers, spill_stores, spill_loads, stack, shared, constant}} from ptxas -v."""
+    out: dict = {}
+    cur = None
+    for line in text.splitlines():
+        m = _FUNC.search(line)
+        if m:
+            cur = out.setdefault(m.group(1) or m.group(2), {})
+            continue
+        if cur is None:
+            continue
+        for pat, key in ((r"(\d+) bytes stack frame", "stack"), (r"(\d+) bytes spill stores", "spill_stores"),
+                         (r"(\d+) bytes spill loads", "spill_loads"), (r"Used (\d+) registers", "registers"),
+                         (r"(\d+) bytes smem", "shared"), (r"(\d+) bytes cmem\[0\]", "constant")):
+            v = re.search(pat, line)
+            if v:
+                cur[key] = int(v.group(1))
+    for r in out.values():
+        for key in ("registers", "spill_stores", "spill_loads", "stack", "shared"):
+            r.setdefault(key, 0)
+    return out
+
+
+# --- drivers ---------------------------------------------------------------------------------
+class _PyCuda:
+    name = "pycuda"
+
+    def __init__(self):
+        import pycuda.autoinit  # noqa: F401 - creates the context
+        import pycuda.driver as cuda
+        self.cuda = cuda
+
+    def capability(self):
+        return self.cuda.Context.get_device().compute_capability()
+
+    def load(self, path):
+        return self.cuda.module_from_file(path)
+
+    def function(self, mod, name):
+        return mod.get_function(name)
+
+    def to_device(self, a: np.ndarray):
+        return self.cuda.to_device(a) if a.nbytes else None
+
+    def empty(self, nbytes: int):
+        return self.cuda.mem_alloc(nbytes) if nbytes else None
+
+    def pointer(self, buf) -> int:
+        return int(buf) if buf is not None else 0
+
+    def launch(self, fn, grid, block, args):
+        fn(*args, grid=(grid, 1, 1), block=(block, 1, 1))
+
+    def to_host(self, dst: np.ndarray, buf):
+        if buf is not None:
+            self.cuda.memcpy_dtoh(dst, buf)
+
+    def synchronize(self):
+        self.cuda.Context.synchronize()
+
+
+class _CuPy:
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+        self.cp = cupy
+
+    def capability(self):
+        cc = self.cp.cuda.Device().compute_capability
+        return int(cc[:-1]), int(cc[-1])
+
+    def load(self, path):
+        return self.cp.RawModule(path=path)
+
+    def function(self, mod, name):
+        return mod.get_function(name)
+
+    def to_device(self, a: np.ndarray):
+        return self.cp.asarray(a) if a.nbytes else None
+
+    def empty(self, nbytes: int):
+        return self.cp.empty(nbytes, dtype=self.cp.uint8) if nbytes else None
+
+    def pointer(self, buf) -> int:
+        return int(buf.data.ptr) if buf is not None else 0
+
+    def launch(self, fn, grid, block, args):
+        fn((grid,), (block,), args)
+
+    def to_host(self, dst: np.ndarray, buf):
+        if buf is not None:
+            dst[...] = self.cp.asnumpy(buf).view(dst.dtype).reshape(dst.shape)
+
+    def synchronize(self):
+        self.cp.cuda.Device().synchronize()
+
+
+@functools.cache
+def driver():
+    """The CUDA driver wrapper ($KERNELDSL_CUDA_DRIVER, else PyCUDA, else CuPy), or None."""
+    want = os.environ.get("KERNELDSL_CUDA_DRIVER", "").lower()
+    order = {"pycuda": [_PyCuda], "cupy": [_CuPy]}.get(want, [_PyCuda, _CuPy])
+    for cls in order:
+        try:
+            return cls()
+        except Exception:  # not installed, or no device
+            continue
+    return None
+
+
+def gpu_available() -> bool:
+    return nvcc_path() is not None and _device_capability() is not None
+
+
+# --- the callable -------------------------------------------------------------------------
+def eval_cond(e: E.Expr, sizes: dict) -> bool:
+    """Value of an entry check (comparisons, & | ~ of size expressions) on the host."""
+    from ..shapes import eval_int
+    if isinstance(e, E.Const):
+        return bool(e.value)
+    if isinstance(e, E.Unary) and e.op in ("not", "invert") and e.dtype == "bool":
+        return not eval_cond(e.x, sizes)
+    if isinstance(e, E.Binary):
+        if e.op in ("and", "or") and e.dtype == "bool":
+            a, b = eval_cond(e.a, sizes), eval_cond(e.b, sizes)
+            return (a and b) if e.op == "and" else (a or b)
+        cmp = {"lt": int.__lt__, "le": int.__le__, "gt": int.__gt__, "ge": int.__ge__,
+               "eq": int.__eq__, "ne": int.__ne__}.get(e.op)
+        if cmp is not None:
+            return cmp(eval_int(e.a, sizes), eval_int(e.b, sizes))
+    raise ValueError(f"cannot evaluate the entry check {e} on the host")
+
+
+def _gpu_function_class():
+    from .callable import Function
+
+    class GpuFunction(Function):
+        """What kd.build(target="cuda") returns: numpy in, numpy out, kernels on the GPU.
+
+        Inputs are checked exactly as for the C target, copied to the GPU (contiguous), the
+        entry checks are evaluated on the host, the kernels launched in order, and the outputs
+        and the error report copied back. `f.resources` holds ptxas's report per kernel.
+        """
+
+        def __init__(self, module, source, cubin: Cubin, inputs, outputs, drv):
+            self.drv, self.cubin, self.launches = drv, cubin, source.launches
+            self.resources, self.cuda_source = cubin.resources, source
+            self._mod = drv.load(cubin.path)
+            self._fns = {L.kernel: drv.function(self._mod, L.kernel) for L in self.launches}
+            self.module, self.source, self.source_path = module, source.text, cubin.source_path
+            self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+            self._temps = [module.tensors[b] for b in module.temps]
+            self._plan()
+
+        def __call__(self, *args, out=None):
+            from ..shapes import as_input_array, bind_sizes, concrete_shape
+            if len(args) != len(self.inputs):
+                raise TypeError(f"this function takes {len(self.inputs)} input(s), got {len(args)}")
+            arrays = [as_input_array(a, p) for a, p in zip(args, self.inputs)]
+            sizes = self._fast_sizes(arrays)
+            if sizes is None:
+                named = bind_sizes(self.inputs, arrays)
+                sizes = [named[s] for s in self.module.sizes]
+            named = dict(zip(self.module.sizes, sizes))
+            for t in self.outputs + tuple(self._temps):
+                concrete_shape(t, named)  # a negative dimension raises the ShapeError naming t
+            shapes = self._shapes(sizes)
+            bufs = [np.ascontiguousarray(a) for a in arrays]
+            bufs += [np.empty(s, dtype=d) for s, d in zip(shapes, self._out_dtypes)]
+            meta = list(sizes) + [st // a.itemsize for a in bufs for st in a.strides]
+            report = np.zeros(2, np.int64)
+            rc = self._run(bufs, named, meta, report)
+            if rc:
+                raise self._error(rc, named, int(report[1]))
+            results = bufs[len(arrays):len(arrays) + self._nout]
+            if out is not None:
+                out = (out,) if isinstance(out, np.ndarray) else tuple(out)
+                for o, r in zip(out, results):
+                    o[...] = r
+                results = list(out)
+            return results[0] if self._nout == 1 else tuple(results)
+
+        def _run(self, bufs, named, meta, report) -> int:
+            from ..codegen.cuda import KNOBS
+            from ..shapes import eval_int
+            drv, m = self.drv, self.module
+            for c in m.checks:
+                if not eval_cond(c.cond, named):
+                    return c.code
+            dev = [drv.to_device(a) if b.role == "input" else drv.empty(a.nbytes) for a, b in zip(bufs, m.buffers)]
+            dev_report = drv.to_device(report)
+            max_blocks = self.cuda_source.knobs.get("max_blocks", KNOBS["max_blocks"])
+            for L in self.launches:
+                work = eval_int(L.work, named)
+                if work <= 0:
+                    continue
+                args = []
+                for p in L.params:
+                    if p.kind in ("size", "stride"):
+                        args.append(np.int64(meta[p.index]))
+                    else:
+                        args.append(np.uintp(drv.pointer(dev[p.index] if p.kind == "buf" else dev_report)))
+                drv.launch(self._fns[L.kernel], L.blocks(work, max_blocks), L.threads, args)
+            drv.synchronize()
+            drv.to_host(report, dev_report)
+            if report[0]:
+                return int(report[0])
+            for a, b, d in zip(bufs, m.buffers, dev):
+                if b.role == "output":
+                    drv.to_host(a, d)
+            return 0
+
+    return GpuFunction
+
+
+def make_gpu_function(module, source, cubin: Cubin, inputs, outputs):
+    drv = driver()
+    if drv is None:
+        raise RuntimeError("target='cuda' needs PyCUDA or CuPy and a CUDA GPU; none was found "
+                           "(set KERNELDSL_CUDA_DRIVER, or use target='cuda-emu' to run on the CPU)")
+    return _gpu_function_class()(module, source, cubin, inputs, outputs, drv)

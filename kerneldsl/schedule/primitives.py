@@ -1,0 +1,240 @@
+"""Schedule primitives: loop-IR -> loop-IR transforms of one kernel's nest.
+
+Each is a pure function `(body, ...) -> body` that checks legality and raises
+ScheduleError naming the loop and the reason. Loops are found by the name of
+their variable (unique within a kernel).
+
+split(i, 4) on `for i in range(n): S(i)`:
+    for i_o in range((n + 3) // 4):
+      for i_i in range(4):
+        if i_o * 4 + i_i < n:          # only when 4 may not divide n
+          S(i_o * 4 + i_i)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import ScheduleError
+from ..ir import expr as E
+from ..ir.loops import Assign, Declare, For, IfThenElse, Seq, Stmt, Store
+from ..ir.simplify import simplify
+
+
+def map_exprs(s: Stmt, f) -> Stmt:
+    """Apply `f` to every expression of a statement tree (bottom-up rebuild)."""
+    if isinstance(s, Seq):
+        return Seq(tuple(map_exprs(x, f) for x in s.stmts))
+    if isinstance(s, For):
+        return replace(s, extent=f(s.extent), body=map_exprs(s.body, f),
+                       work=None if s.work is None else f(s.work))
+    if isinstance(s, Store):
+        return Store(s.buffer, tuple(f(i) for i in s.indices), f(s.value))
+    if isinstance(s, Declare):
+        return Declare(s.var, f(s.init))
+    if isinstance(s, Assign):
+        return Assign(s.var, f(s.value))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(f(s.cond), map_exprs(s.then, f), None if s.otherwise is None else map_exprs(s.otherwise, f))
+    return s
+
+
+def substitute(s: Stmt, mapping: dict) -> Stmt:
+    return map_exprs(s, lambda e: simplify(E.substitute(e, mapping)))
+
+
+def loops(s: Stmt) -> list[For]:
+    """All loops, outermost first (pre-order)."""
+    out = []
+    if isinstance(s, For):
+        out.append(s)
+        out += loops(s.body)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            out += loops(x)
+    elif isinstance(s, IfThenElse):
+        out += loops(s.then)
+        if s.otherwise is not None:
+            out += loops(s.otherwise)
+    return out
+
+
+def find(s: Stmt, name: str) -> For:
+    for lp in loops(s):
+        if lp.var.name == name:
+            return lp
+    names = ", ".join(lp.var.name for lp in loops(s))
+    raise ScheduleError(f"no loop named {name!r} in this kernel (loops: {names})")
+
+
+def replace_loop(s: Stmt, target: For, new: Stmt) -> Stmt:
+    if s is target:
+        return new
+    if isinstance(s, For):
+        return replace(s, body=replace_loop(s.body, target, new))
+    if isinstance(s, Seq):
+        return Seq(tuple(replace_loop(x, target, new) for x in s.stmts))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(s.cond, replace_loop(s.then, target, new),
+                          None if s.otherwise is None else replace_loop(s.otherwise, target, new))
+    return s
+
+
+def _names(s: Stmt) -> set:
+    used = {lp.var.name for lp in loops(s)}
+
+    def visit(x):
+        if isinstance(x, Seq):
+            for y in x.stmts:
+                visit(y)
+        elif isinstance(x, For):
+            visit(x.body)
+        elif isinstance(x, IfThenElse):
+            visit(x.then)
+            if x.otherwise is not None:
+                visit(x.otherwise)
+        elif isinstance(x, (Declare, Assign)):
+            used.add(x.var.name)
+    visit(s)
+    return used
+
+
+def _fresh(s: Stmt, base: str) -> E.Var:
+    used, name, k = _names(s), base, 0
+    while name in used:
+        k += 1
+        name = f"{base}{k}"
+    return E.Var(name, "int64")
+
+
+def _divides(extent: E.Expr, factor: int) -> bool:
+    return isinstance(extent, E.Const) and extent.value % factor == 0
+
+
+def split(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
+    if not isinstance(factor, int) or factor < 1:
+        raise ScheduleError(f"split of loop {name!r}: the factor must be a positive int, got {factor!r}")
+    lp = find(body, name)
+    outer = _fresh(body, f"{name}_o")
+    inner = E.Var(_fresh(Seq((body, Declare(outer, E.Const(0, "int64")))), f"{name}_i").name, "int64")
+    f = E.Const(factor, "int64")
+    value = simplify(outer * f + inner)
+    inner_body = substitute(lp.body, {lp.var: value})
+    if not _divides(lp.extent, factor):
+        inner_body = IfThenElse(value < lp.extent, inner_body)
+    kind_in = lp.kind if lp.kind in ("vectorized", "unrolled") else "serial"
+    kind_out = lp.kind if lp.kind not in ("vectorized", "unrolled") else "serial"
+    new = For(outer, simplify((lp.extent + (factor - 1)) // f), For(inner, f, inner_body, kind_in),
+              kind_out, lp.work)
+    return replace_loop(body, lp, new), outer.name, inner.name
+
+
+def _next_in_chain(node: For, guards: list):
+    """The statement directly inside `node`, looking through guards (collected into `guards`)."""
+    nxt = node.body
+    while True:
+        if isinstance(nxt, Seq) and len(nxt.stmts) == 1:
+            nxt = nxt.stmts[0]
+        elif isinstance(nxt, IfThenElse) and nxt.otherwise is None:
+            guards.append(nxt.cond)
+            nxt = nxt.then
+        else:
+            return nxt
+
+
+def _chain(body: Stmt, names: list[str]):
+    """The loops from the outermost to the innermost named one, which must nest perfectly
+    (guards between them are allowed: pure conditions can move inwards); and the guards."""
+    lps = [find(body, n) for n in names]
+    all_loops = loops(body)
+    order = sorted(lps, key=all_loops.index)
+    chain, guards, node = [order[0]], [], order[0]
+    while node is not order[-1]:
+        nxt = _next_in_chain(node, guards)
+        if not isinstance(nxt, For):
+            raise ScheduleError(f"loops {order[0].var.name!r} and {order[-1].var.name!r} are not perfectly "
+                                f"nested (statements sit between them)")
+        chain.append(nxt)
+        node = nxt
+    return chain, guards, order
+
+
+def reorder(body: Stmt, names: list[str]) -> Stmt:
+    if len(set(names)) != len(names):
+        raise ScheduleError(f"reorder: a loop is named twice in {names}")
+    chain, guards, order = _chain(body, names)
+    inner_guards: list = []
+    innermost_body = _next_in_chain(chain[-1], inner_guards)
+    guards += inner_guards
+    wanted = [find(body, n) for n in names]
+    slots = [k for k, lp in enumerate(chain) if lp in order]
+    new_chain = list(chain)
+    for k, lp in zip(slots, wanted):
+        new_chain[k] = lp
+    for lp in new_chain:
+        _check_movable(lp, new_chain)
+    nest = innermost_body
+    if guards:
+        cond = guards[0]
+        for g in guards[1:]:
+            cond = cond & g
+        nest = IfThenElse(cond, nest)
+    for lp in reversed(new_chain):
+        nest = replace(lp, body=nest)
+    return replace_loop(body, chain[0], nest)
+
+
+def _check_movable(lp: For, chain) -> None:
+    if lp.kind == "parallel" and chain.index(lp) != 0:
+        raise ScheduleError(f"reorder: the parallel loop {lp.var.name!r} must stay outermost of the nest")
+
+
+def fuse(body: Stmt, outer: str, inner: str) -> tuple[Stmt, str]:
+    o, i = find(body, outer), find(body, inner)
+    nested = o.body if not (isinstance(o.body, Seq) and len(o.body.stmts) == 1) else o.body.stmts[0]
+    if nested is not i:
+        raise ScheduleError(f"fuse: loop {inner!r} must be the only statement inside {outer!r}")
+    v = _fresh(body, f"{outer}_{inner}")
+    mapping = {o.var: simplify(v // i.extent), i.var: simplify(v % i.extent)}
+    new = For(v, simplify(o.extent * i.extent), substitute(i.body, mapping), o.kind, o.work)
+    return replace_loop(body, o, new), v.name
+
+
+def set_kind(body: Stmt, name: str, kind: str) -> Stmt:
+    lp = find(body, name)
+    if kind == "vectorized" and any(isinstance(x, For) for x in loops(lp.body)):
+        raise ScheduleError(f"vectorize: loop {name!r} is not innermost")
+    if kind == "parallel":
+        _check_parallel(body, lp)
+    return replace_loop(body, lp, replace(lp, kind=kind))
+
+
+def _check_parallel(body: Stmt, lp: For) -> None:
+    """Parallel iterations must not update a scalar declared outside the loop (a reduction)."""
+    declared_inside = set()
+
+    def visit(x, updates):
+        if isinstance(x, Seq):
+            for y in x.stmts:
+                visit(y, updates)
+        elif isinstance(x, For):
+            visit(x.body, updates)
+        elif isinstance(x, IfThenElse):
+            visit(x.then, updates)
+            if x.otherwise is not None:
+                visit(x.otherwise, updates)
+        elif isinstance(x, Declare):
+            declared_inside.add(x.var)
+        elif isinstance(x, Assign):
+            updates.append(x.var)
+
+    updates: list = []
+    visit(lp.body, updates)
+    bad = [v for v in updates if v not in declared_inside]
+    if bad:
+        raise ScheduleError(f"parallel: loop {lp.var.name!r} is a reduction loop (its iterations update "
+                            f"{bad[0].name}); use rfactor to parallelize a reduction")
+    for other in loops(body):
+        if other.kind == "parallel" and other is not lp and (lp in loops(other.body) or other in loops(lp.body)):
+            raise ScheduleError(f"parallel: loop {lp.var.name!r} is nested with the parallel loop "
+                                f"{other.var.name!r}; only one level of parallelism is supported")

@@ -1,0 +1,102 @@
+"""Fusion decisions: which kernels a graph becomes, and that fused kernels stay correct."""
+
+import numpy as np
+
+import kerneldsl as kd
+
+rng = np.random.default_rng(3)
+
+
+def kernels(f):
+    return [(k.name, k.fused) for k in f.kernels]
+
+
+def test_elementwise_chain_is_one_kernel():
+    n = kd.size("n")
+    x, y = kd.placeholder((n,), name="x"), kd.placeholder((n,), name="y")
+    a = kd.compute((n,), lambda i: x[i] * 2, name="a")
+    b = kd.compute((n,), lambda i: kd.exp(a[i]) + y[i], name="b")
+    c = kd.compute((n,), lambda i: kd.tanh(b[i]), name="c")
+    f = kd.build([x, y], [c])
+    assert kernels(f) == [("c", ("a", "b"))]
+    xs, ys = rng.standard_normal((2, 33)).astype(np.float32)
+    np.testing.assert_allclose(f(xs, ys), np.tanh(np.exp(xs * 2) + ys), rtol=1e-5, atol=1e-6)
+
+
+def test_reduction_absorbs_its_elementwise_prologue_and_epilogue():
+    """exp joins the sum as its prologue; log joins it as its epilogue: one kernel."""
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n, m), name="x")
+    e = kd.compute((n, m), lambda i, j: kd.exp(x[i, j]), name="e")
+    r = kd.reduce_axis(m, name="r")
+    s = kd.compute((n,), lambda i: kd.sum(e[i, r], axis=r), name="s")
+    out = kd.compute((n,), lambda i: kd.log(s[i]), name="lse")
+    f = kd.build([x], [out])
+    assert kernels(f) == [("lse", ("e", "s"))]
+    xs = rng.standard_normal((4, 6)).astype(np.float32)
+    np.testing.assert_allclose(f(xs), np.log(np.exp(xs).sum(1)), rtol=1e-5)
+
+
+def test_shared_producer_stays_one_kernel_computed_once():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    t = kd.compute((n,), lambda i: kd.exp(x[i]), name="t")
+    y = kd.compute((n,), lambda i: t[i] + 1, name="y")
+    z = kd.compute((n,), lambda i: t[i] * 2, name="z")
+    f = kd.build([x], [y, z])
+    assert sorted(k.name for k in f.kernels) == ["t", "y", "z"]
+    assert all(k.fused == () for k in f.kernels)
+
+
+def test_outputs_are_never_inlined():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    t = kd.compute((n,), lambda i: x[i] + 1, name="t")
+    y = kd.compute((n,), lambda i: t[i] * 3, name="y")
+    f = kd.build([x], [t, y])
+    assert sorted(k.name for k in f.kernels) == ["t", "y"]
+
+
+def test_fusion_can_be_turned_off():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    t = kd.compute((n,), lambda i: x[i] + 1, name="t")
+    y = kd.compute((n,), lambda i: t[i] * 3, name="y")
+    assert len(kd.build([x], [y], fuse=False).kernels) == 2
+    assert len(kd.build([x], [y]).kernels) == 1
+
+
+def test_gather_of_a_fused_producer():
+    n, v = kd.sizes("n v")
+    table = kd.placeholder((v,), name="table")
+    idx = kd.placeholder((n,), "int64", name="idx")
+    scaled = kd.compute((v,), lambda i: table[i] * 10, name="scaled")
+    g = kd.compute((n,), lambda i: scaled[idx[i]], name="g")
+    f = kd.build([table, idx], [g])
+    assert kernels(f) == [("g", ("scaled",))]
+    tab = rng.standard_normal(5).astype(np.float32)
+    ids = np.array([4, 0, 2, 2])
+    np.testing.assert_allclose(f(tab, ids), tab[ids] * 10, rtol=1e-6)
+
+
+def test_reduction_used_at_other_points_is_not_recomputed():
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n, m), name="x")
+    r = kd.reduce_axis(m, name="r")
+    s = kd.compute((n,), lambda i: kd.sum(x[i, r], axis=r), name="s")
+    y = kd.compute((n, m), lambda i, j: x[i, j] / s[i], name="y")  # s[i] read at every j
+    f = kd.build([x], [y])
+    assert sorted(k.name for k in f.kernels) == ["s", "y"]
+
+
+def test_repeated_reduction_in_one_body_is_computed_once():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    r = kd.reduce_axis(n, name="r")
+    total = kd.sum(x[r], axis=r)
+    y = kd.compute((), lambda: total * total + total, name="y")
+    f = kd.build([x], [y])
+    assert str(f.module).count("for r in range") == 1
+    xs = rng.standard_normal(10).astype(np.float32)
+    t = xs.sum()
+    np.testing.assert_allclose(f(xs), t * t + t, rtol=1e-5)

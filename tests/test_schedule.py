@@ -1,0 +1,141 @@
+"""Schedule primitives: each keeps the result (loop-IR interpreter and compiled C), traces replay."""
+
+import json
+
+import numpy as np
+import pytest
+
+import kerneldsl as kd
+from kerneldsl.ir.loop_interp import run_module
+
+rng = np.random.default_rng(7)
+
+
+def matmul():
+    n, m, k = kd.sizes("n m k")
+    A = kd.placeholder((n, k), name="A")
+    B = kd.placeholder((k, m), name="B")
+    r = kd.reduce_axis(k, name="r")
+    C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
+    return A, B, C
+
+
+def inputs(shapes=((7, 5), (5, 11))):
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def check_same(s, A, B, C, shapes=((7, 5), (5, 11))):
+    a, b = inputs(shapes)
+    expect = a @ b
+    np.testing.assert_allclose(run_module(s.module, [a, b])[0], expect, rtol=1e-5, atol=1e-5)
+    f = kd.build([A, B], [C], schedule=s)
+    np.testing.assert_allclose(f(a, b), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 16])
+def test_split_keeps_result_for_dividing_and_non_dividing_factors(factor):
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    i, j, r = s.loops(C)
+    s.split(i, factor)
+    s.split(j, factor)
+    s.split(r, factor)
+    check_same(s, A, B, C)
+    check_same(s, A, B, C, shapes=((1, 1), (1, 1)))
+
+
+def test_tile_reorder_fuse_unroll_vectorize_parallel_keep_result():
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    i, j, r = s.loops(C)
+    io, jo, ii, ji = s.tile(i, j, 4, 3)
+    ij = s.fuse(io, jo)
+    s.parallel(ij)
+    s.unroll(ii)
+    s.vectorize(r)
+    text = str(s)
+    assert "for i_o_j_o in range(" in text and "# parallel" in text and "# unrolled" in text
+    check_same(s, A, B, C)
+    check_same(s, A, B, C, shapes=((13, 2), (2, 1)))
+
+
+def test_reorder_moves_reduction_loop_inside_guards():
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    i, j, r = s.loops(C)
+    s.serial(i)
+    s.reorder(j, i)
+    assert str(s).index("for j") < str(s).index("for i")
+    check_same(s, A, B, C)
+
+
+def test_trace_round_trips_through_json():
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    i, j, r = s.loops(C)
+    io, ii = s.split(i, 8)
+    s.vectorize(s.loops(C)[-1])
+    text = s.trace.to_json()
+    assert json.loads(text)[0] == {"primitive": "split", "kernel": "C", "loop": "i", "factor": 8}
+    again = kd.schedule(C, trace=kd.Trace.from_json(text))
+    assert str(again) == str(s)
+    f1 = kd.build([A, B], [C], schedule=s)
+    f2 = kd.build([A, B], [C], schedule=again)
+    assert f1.source == f2.source  # same trace -> same kernel -> same cache entry
+
+
+def test_schedule_replays_on_another_input_order():
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    s.split(s.loops(C)[1], 4)
+    f = kd.build([B, A], [C], schedule=s)
+    a, b = inputs()
+    np.testing.assert_allclose(f(b, a), a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_compute_inline_removes_the_intermediate_kernel():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    t = kd.compute((n,), lambda i: x[i] * 2, name="t")
+    y = kd.compute((n,), lambda i: t[i] + 1, name="y")
+    z = kd.compute((n,), lambda i: t[i] - 1, name="z")
+    s = kd.schedule([y, z])
+    assert len(s.module.kernels) == 3  # t has two consumers: by default it is stored once
+    s.compute_inline(t)
+    assert len(s.module.kernels) == 2
+    f = kd.build([x], [y, z], schedule=s)
+    a = rng.standard_normal(9).astype(np.float32)
+    yy, zz = f(a)
+    np.testing.assert_allclose(yy, a * 2 + 1)
+    np.testing.assert_allclose(zz, a * 2 - 1)
+
+
+@pytest.mark.parametrize("action, message", [
+    (lambda s, i, j, r: s.parallel(r), "reduction loop"),
+    (lambda s, i, j, r: s.vectorize(i), "not innermost"),
+    (lambda s, i, j, r: s.split(i, 0), "positive int"),
+    (lambda s, i, j, r: s.reorder(i, r), "not perfectly nested"),
+    (lambda s, i, j, r: s.bind(i, "warp.x"), "unknown GPU axis"),
+    (lambda s, i, j, r: s.split(kd.LoopRef("C", "q"), 2), "no loop named 'q'"),
+    (lambda s, i, j, r: s.compute_inline("C"), "output"),
+])
+def test_illegal_primitives_raise_schedule_error(action, message):
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    with pytest.raises(kd.ScheduleError, match=message):
+        action(s, *s.loops(C))
+
+
+def test_gpu_binding_is_refused_for_the_c_target():
+    A, B, C = matmul()
+    s = kd.schedule(C)
+    s.bind(s.loops(C)[0], "blockIdx.x")
+    with pytest.raises(kd.ScheduleError, match="GPU axis"):
+        kd.build([A, B], [C], schedule=s)
+
+
+def test_schedule_for_other_outputs_is_rejected():
+    A, B, C = matmul()
+    D = kd.compute(C.shape, lambda i, j: C[i, j] * 2, name="D")
+    with pytest.raises(ValueError, match="other outputs"):
+        kd.build([A, B], [D], schedule=kd.schedule(C))
