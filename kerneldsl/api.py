@@ -12,7 +12,7 @@ from .ir.tensor import ComputeOp, Placeholder, Tensor
 from .shapes import check_bindable
 
 log = logging.getLogger("kerneldsl")
-TARGETS = ("c",)
+TARGETS = ("c", "cuda", "cuda-emu")
 
 
 def _debug_level() -> int:
@@ -52,7 +52,7 @@ def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: boo
         raise ValueError("build: a tensor is listed twice among the inputs or the outputs")
     if not outputs:
         raise ValueError("build: give at least one output")
-    if target != "c":
+    if target not in TARGETS:
         raise ValueError(f"build: unknown target {target!r}; available: {', '.join(TARGETS)}")
     check_bindable(inputs, [t.shape for t in outputs])
     if schedule is not None:
@@ -67,6 +67,8 @@ def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: boo
         graph = _step("fuse", fuse_graph, outputs, fuse)
         module = _step("lower", lower, inputs, list(graph.outputs), graph.fused)
     _check_target_kinds(module, target)
+    if target in ("cuda", "cuda-emu"):
+        return _build_cuda(module, inputs, outputs, target, name or outputs[0].name)
     source = _step("codegen c", render, module)
     lib = _step("compile", lambda s: compile_c(s, name=name or outputs[0].name), source)
     del kerneldsl_version
@@ -83,6 +85,19 @@ def _check_target_kinds(module, target: str) -> None:
             if lp.kind.startswith(("block_", "thread_")):
                 raise ScheduleError(f"kernel {k.name}: loop {lp.var.name!r} is bound to a GPU axis "
                                     f"({lp.kind}); build it with target='cuda' or drop the bind")
+
+
+def _build_cuda(module, inputs, outputs, target: str, name: str):
+    from .codegen.cuda import render
+    from .runtime.build import kerneldsl_version
+    source = _step("codegen cuda", lambda m: render(m, version=kerneldsl_version()), module)
+    if target == "cuda-emu":
+        from .runtime.emulator import EmuFunction, compile_emulated
+        lib = _step("compile (emulator)", lambda s: compile_emulated(s.text, name), source)
+        return EmuFunction(module, source, lib, inputs, outputs)
+    from .runtime.cuda import compile_cubin, make_gpu_function
+    cubin = _step("compile (nvcc)", lambda s: compile_cubin(s.text, name=name), source)
+    return make_gpu_function(module, source, cubin, inputs, outputs)
 
 
 __all__ = ["build", "ShapeError"]

@@ -16,7 +16,7 @@ from . import dtypes as dt
 from .ir import expr as E
 from .ir.intrinsics import INTRINSICS, ipow_np
 from .ir.tensor import ComputeOp, Placeholder, topo_order
-from .shapes import as_input_array, bind_sizes, concrete_shape
+from .shapes import as_input_array, bind_sizes, check_bindable, concrete_shape
 
 _CHUNK_ELEMENTS = 1 << 23  # bound the grid's memory by evaluating slabs of the first axis
 
@@ -29,6 +29,9 @@ def evaluate(outputs, feed: dict) -> list[np.ndarray]:
     missing = [p.name for p in placeholders if p not in feed]
     if missing:
         raise ValueError(f"evaluate: no value given for placeholder(s) {', '.join(missing)}")
+    # inputs the outputs do not read still bind sizes, as they do for a build
+    placeholders += [p for p in feed if isinstance(p, Placeholder) and p not in placeholders]
+    check_bindable(placeholders, [t.shape for t in outputs])
     arrays = [as_input_array(feed[p], p) for p in placeholders]
     sizes = bind_sizes(placeholders, arrays)
     values = dict(zip(placeholders, arrays))
@@ -132,6 +135,16 @@ class _Evaluator:
             return np.where(c, a, b).astype(e.dtype, copy=False)
         if isinstance(e, E.Load):
             return self.load(e, mask)
+        if isinstance(e, E.Bound):
+            ix = np.asarray(self.eval(e.index, mask), dtype=np.int64)
+            n = int(np.asarray(self.eval(e.extent, mask)))
+            bad = (ix < 0) | (ix >= n)
+            if mask is not None:
+                bad = bad & mask
+            if np.any(bad):
+                raise IndexError(f"{self.op.name} reads {e.tensor} with index {int(ix[np.nonzero(bad)][0]) if ix.ndim else int(ix)} "
+                                 f"in dimension {e.dim} of size {n} (out of range)")
+            return ix
         if isinstance(e, E.Reduce):
             return self.reduce(e, mask)
         raise TypeError(f"reference: cannot evaluate {type(e).__name__}")

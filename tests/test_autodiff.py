@@ -396,6 +396,6 @@ def test_backward_kernels_compile_and_match_reference():
 
 def test_tutorial_runs():
     r = subprocess.run([sys.executable, str(REPO / "tutorials" / "02_custom_op_gradient.py")],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
+                       check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "gradient check passed" in r.stdout

@@ -1,7 +1,8 @@
 """Property: the gradient of a randomly generated expression graph matches finite differences."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kerneldsl as kd
 

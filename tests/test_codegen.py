@@ -175,7 +175,7 @@ def test_entry_checks_print_in_the_module():
     (lambda a, b: a / (b * a), "A[i] / (B[i] * A[i])"),
     (lambda a, b: (a ** b) ** a, "(A[i] ** B[i]) ** A[i]"),
     (lambda a, b: a ** (b ** a), "A[i] ** (B[i] ** A[i])"),  # redundant but unambiguous
-    (lambda a, b: kd.where((a < b) & (b < 1.0), kd.exp(a), 2.5), "where(A[i] < B[i] & B[i] < 1.0, exp(A[i]), 2.5)"),
+    (lambda a, b: kd.where((a < b) & (b < 1.0), kd.exp(a), 2.5), "where((A[i] < B[i]) & (B[i] < 1.0), exp(A[i]), 2.5)"),
     (lambda a, b: kd.cast(a, "int32") // 2, "int32(A[i]) // 2  # int32"),
 ])
 def test_expression_printing_keeps_needed_parentheses(build, text):

@@ -181,6 +181,21 @@ def test_affine_index_beyond_the_input():
     assert f(np.ones(0, np.float32), np.ones(3, np.float32)).shape == (0,)  # nothing read: fine
 
 
+@pytest.mark.parametrize("coef", [2**61, 2**62, 2**63 - 1, -2**62])
+def test_affine_index_whose_bound_overflows_int64(coef):
+    # the bound coef * (n - 1) wraps around in int64; the entry check must still fail
+    n = kd.size("n")
+    X = kd.placeholder((n,), "float32", name="X")
+    Y = kd.compute((n,), lambda i: X[i * coef + i], name="Y")
+    f = kd.build([X], [Y])
+    for size in (3, 5, 9):
+        with pytest.raises(IndexError, match="ranges over|out of range"):
+            f(np.ones(size, np.float32))
+        with pytest.raises(IndexError):
+            kd.evaluate([Y], {X: np.ones(size, np.float32)})
+    assert_same(f(np.ones(1, np.float32)), np.ones(1, np.float32))  # i == 0 only: in range
+
+
 def test_inputs_too_small_for_n_minus_2():
     n = kd.size("n")
     X = kd.placeholder((n,), "float64", name="X")

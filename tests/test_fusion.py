@@ -79,14 +79,50 @@ def test_gather_of_a_fused_producer():
     np.testing.assert_allclose(f(tab, ids), tab[ids] * 10, rtol=1e-6)
 
 
-def test_reduction_used_at_other_points_is_not_recomputed():
+def test_row_reduction_joins_the_row_loop_of_its_consumer():
     n, m = kd.sizes("n m")
     x = kd.placeholder((n, m), name="x")
     r = kd.reduce_axis(m, name="r")
     s = kd.compute((n,), lambda i: kd.sum(x[i, r], axis=r), name="s")
     y = kd.compute((n, m), lambda i, j: x[i, j] / s[i], name="y")  # s[i] read at every j
     f = kd.build([x], [y])
+    assert kernels(f) == [("y", ("s",))]
+    text = str(f.module)  # the sum runs once per row: inside the i loop, before the j loop
+    assert text.index("for i in") < text.index("for r in") < text.index("for j in")
+    xs = rng.standard_normal((5, 7)).astype(np.float32)
+    np.testing.assert_allclose(f(xs), xs / xs.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_reduction_read_at_a_shifted_point_is_not_inlined():
+    n = kd.size("n")
+    x = kd.placeholder((n, n), name="x")
+    r = kd.reduce_axis(n, name="r")
+    s = kd.compute((n,), lambda i: kd.sum(x[i, r], axis=r), name="s")
+    y = kd.compute((n,), lambda i: s[(i + 1) % n], name="y")
+    f = kd.build([x], [y])
     assert sorted(k.name for k in f.kernels) == ["s", "y"]
+
+
+def test_softmax_and_log_softmax_nll_are_one_kernel_each():
+    n, c = kd.sizes("n c")
+    L = kd.placeholder((n, c), name="L")
+    y = kd.placeholder((n,), "int64", name="y")
+    r, b = kd.reduce_axis(c, name="r"), kd.reduce_axis(n, name="b")
+    mx = kd.compute((n,), lambda i: kd.max(L[i, r], axis=r), name="mx")
+    den = kd.compute((n,), lambda i: kd.sum(kd.exp(L[i, r] - mx[i]), axis=r), name="den")
+    sm = kd.compute((n, c), lambda i, j: kd.exp(L[i, j] - mx[i]) / den[i], name="sm")
+    lse = kd.compute((n,), lambda i: mx[i] + kd.log(den[i]), name="lse")
+    nll = kd.compute((), lambda: -kd.sum(L[b, y[b]] - lse[b], axis=b) / kd.cast(n, "float32"), name="nll")
+    f = kd.build([L], [sm])
+    g = kd.build([L, y], [nll])
+    assert len(f.kernels) == 1 and len(g.kernels) == 1
+    assert str(g.module).count("for r") == 2  # one max pass and one sum pass per row, no more
+    lv = rng.standard_normal((6, 5)).astype(np.float32)
+    yv = np.array([0, 1, 2, 3, 4, 0])
+    e = np.exp(lv - lv.max(1, keepdims=True))
+    np.testing.assert_allclose(f(lv), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    logp = np.log(e / e.sum(1, keepdims=True))
+    np.testing.assert_allclose(g(lv, yv), -logp[np.arange(6), yv].mean(), rtol=1e-5)
 
 
 def test_repeated_reduction_in_one_body_is_computed_once():

@@ -524,3 +524,16 @@ def test_reduction_over_empty_axis_gives_identity(combiner):
     a = np.zeros((3, 0), np.float32)
     want = {"sum": 0.0, "prod": 1.0, "max": -np.inf, "min": np.inf, "argmax": 0, "argmin": 0}[combiner]
     check(out, {A: a}, expected=np.full(3, want, dtype=out.dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_multiply_add_rounds_each_operation_as_numpy(dtype):
+    # no contraction into a fused multiply-add: x*y + (-(x*y)) is exactly 0, as in numpy
+    r = rng(15)
+    x, y = r.random(64).astype(dtype), r.random(64).astype(dtype)
+    w = -(x * y)
+    got, ref = _elementwise(lambda a, b, c: a * b + c, x, y, w)
+    assert_same(got, x * y + w, **EXACT)
+    assert (got == 0).all()
+    got, _ = _elementwise(lambda a, b: a * b - a * b, x, y)
+    assert (got == 0).all()

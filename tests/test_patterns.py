@@ -121,7 +121,9 @@ def test_softmax(dtype):
     x = rng(9).standard_normal((6, 11)).astype(dtype) * 10
     x[0, :] = 1000  # stable
     f, _ = check(Y, {X: x}, expected=_softmax(x), **(F32 if dtype == "float32" else F64))
-    assert len(f.kernels) == 4  # mx, e, s, Y: one each
+    # e has two consumers, so it is stored once; the row max joins e's row loop and the row sum
+    # joins Y's: two kernels, every tensor computed once
+    assert sorted((k.name, k.fused) for k in f.kernels) == [("Y", ("s",)), ("e", ("mx",))]
 
 
 def test_log_sum_exp():
@@ -444,3 +446,15 @@ def test_out_for_several_outputs():
     assert rs is os_ and ry is oy
     assert_same(os_, x.sum(1), **F32)
     assert_same(oy, x * 2, **F32)
+
+
+def test_fused_producer_keeps_its_bounds():
+    n = kd.size("n")
+    X = kd.placeholder((n,), "float32", name="X")
+    T = kd.compute((n - 1,), lambda i: X[i] * 2, name="T")
+    Y = kd.compute((n,), lambda i: T[i] + 1, name="Y")  # one element too many
+    x = np.arange(4, dtype=np.float32)
+    with pytest.raises(IndexError):
+        kd.evaluate([Y], {X: x})
+    with pytest.raises(IndexError):
+        kd.build([X], [Y])(x)

@@ -3,4 +3,4 @@
 from .checker import GradCheck, check_grad
 from .grad import grad
 
-__all__ = ["grad", "check_grad", "GradCheck"]
+__all__ = ["GradCheck", "check_grad", "grad"]

@@ -117,11 +117,11 @@ def check_grad(fn_or_graph, inputs, wrt=None, *, eps: float | None = None, atol:
         per_input[t.name] = (t_abs, len(flat))
     if rows:
         rows.sort(key=lambda r: -r[0] if r[0] == r[0] else -np.inf)
-        lines = [f"gradient check failed: {len(rows)} of {checked} element(s) differ "
-                 f"(atol={atol:g}, rtol={rtol:g}, eps={eps:g})",
+        lines = [(f"gradient check failed: {len(rows)} of {checked} element(s) differ "
+                  f"(atol={atol:g}, rtol={rtol:g}, eps={eps:g})"),
                  f"  {'input':<10} {'index':<16} {'symbolic':>14} {'numeric':>14} {'abs err':>10}"]
         for err, name, ix, s, num in rows[:10]:
-            lines.append(f"  {name:<10} {str(ix):<16} {s:>14.6g} {num:>14.6g} {err:>10.2e}")
+            lines.append(f"  {name:<10} {ix!s:<16} {s:>14.6g} {num:>14.6g} {err:>10.2e}")
         if len(rows) > 10:
             lines.append(f"  ... and {len(rows) - 10} more")
         lines.append("backward graph:")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from .. import dtypes as dt
 from ..ir import expr as E
 from ..ir.intrinsics import INTRINSICS
-from ..ir.tensor import ComputeOp, Placeholder, Tensor, shape_str, topo_order, new_uid
+from ..ir.tensor import ComputeOp, Tensor, new_uid, shape_str, topo_order
 from .adjoint import contribution
 from .exprs import conj, flat_index, mul, simp, subst, to_float
 

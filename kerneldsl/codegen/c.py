@@ -83,13 +83,19 @@ class CPrinter:
         x = self.expr(e.x)
         return f"({x} != 0)" if e.dtype == "bool" else f"(({CTYPE[e.dtype]})({x}))"
 
+    saturate = False  # entry checks: int64 + - * saturate instead of wrapping (see render)
+
     def _Unary(self, e):
+        if self.saturate and e.op == "neg" and e.dtype == "int64":
+            return f"kd_sat_sub(0, {self.expr(e.x)})"
         sym = {"neg": "-", "not": "!", "invert": "~"}[e.op]
         return f"({sym}{self.expr(e.x)})"
 
     def _Binary(self, e):
         a, b = self.expr(e.a), self.expr(e.b)
         op, dtype = e.op, e.a.dtype
+        if self.saturate and dtype == "int64" and op in ("add", "sub", "mul"):
+            return f"kd_sat_{op}({a}, {b})"
         if op in _CMP:
             return f"({a} {_CMP[op]} {b})"
         if op in ("floordiv", "mod"):
@@ -274,6 +280,8 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
                         "prologue": prologue(used), "body": body})
     p = printer_cls(names, strides)
+    # an index range like [0, 2**61 * (n - 1)] must not wrap around into a passing check
+    p.saturate = True
     checks = [{"cond": p.expr(c.cond), "code": c.code} for c in module.checks]
     entry_used = _used([c for c in module.checks])
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"

@@ -15,11 +15,15 @@ grid-stride loop; reductions stay serial inside each thread. For
         C[..] = v_acc;
     }
 
-row_reduce: a kernel whose body is one sum/max/min over the last, contiguous axis
-of its inputs (softmax's row max and row sum, a mean, a norm) gets one block per
-output row (grid-stride over rows): the threads stride over the row, then a warp
-shuffle tree (`__shfl_down_sync`) and a shared-memory exchange across warps
-(`__syncthreads`) combine the partial results, and thread 0 stores.
+row_reduce: a kernel whose per-row body is accumulator declarations, reductions
+(sum/max/min of one accumulator) over the last, contiguous axis, data-parallel loops
+over the row (a fused epilogue such as softmax's exp(x - max)) and per-row stores gets
+one block per row (grid-stride over rows): the threads stride over each row loop; after
+a reduction a warp shuffle tree (`__shfl_down_sync`) and a shared-memory exchange across
+warps (`__syncthreads`) give every thread the row's result; thread 0 does scalar stores.
+
+bound: loops the user bound with `bind` become block- or thread-strided loops
+(`for (v = threadIdx.x; v < n; v += blockDim.x)`), correct for any launch size.
 
 The launch of every kernel is data (`Launch`): the emulator's host entry in the
 .cu file and the Python launcher of a real GPU (runtime/cuda.py) both follow it.
@@ -31,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import expr as E
-from ..ir.loops import Declare, For, Seq, Store, Stmt
+from ..ir.loops import Declare, For, Seq, Stmt, Store
 from ..ir.lower import Kernel, Module
 from ..ir.printer import expr_str
 from .c import CTYPE, TEMPLATES, CPrinter, _used, environment, meta_layout
@@ -77,13 +81,13 @@ class Param:
 class Launch:
     """How the host launches one kernel: `blocks(work)` blocks of `threads` threads, `work` > 0."""
     kernel: str  # the __global__ function's name
-    schedule: str  # grid_stride | row_reduce | single
-    work: E.Expr  # output points (grid_stride), rows (row_reduce), 1 (single); over sizes
+    schedule: str  # grid_stride | row_reduce | bound (loops the user bound with bind())
+    work: E.Expr  # output points (grid_stride), rows (row_reduce), blocks (bound); over sizes
     threads: int
     params: tuple  # of Param
 
     def blocks(self, work: int, max_blocks: int) -> int:
-        per = self.threads if self.schedule == "grid_stride" else 1
+        per = self.threads if self.schedule == "grid_stride" else 1  # row_reduce, bound: a block per unit
         return max(1, min(-(-work // per), max_blocks))
 
 
@@ -101,44 +105,136 @@ class CudaPrinter(CPrinter):
 
     def stmt(self, s: Stmt, indent: str) -> list[str]:
         if isinstance(s, For):
-            v = self.name(s.var)
-            return [f"{indent}for (int64_t {v} = 0; {v} < {self.expr(s.extent)}; ++{v}) {{",
-                    *self.stmt(s.body, indent + "    "), f"{indent}}}"]
+            v, ext = self.name(s.var), self.expr(s.extent)
+            if s.kind in _BOUND:  # bind(): a block/thread-strided loop, correct for any launch size
+                idx, dim = _BOUND[s.kind]
+                head = f"for (int64_t {v} = {idx}; {v} < {ext}; {v} += {dim}) {{"
+            else:
+                head = f"for (int64_t {v} = 0; {v} < {ext}; ++{v}) {{"
+            return [indent + head, *self.stmt(s.body, indent + "    "), f"{indent}}}"]
         return super().stmt(s, indent)
 
 
-def _output_loops(k: Kernel):
-    """The loops over the output axes and the statement inside them, or None if not a plain nest."""
-    loops, s = [], k.body
-    for _ in k.op.axes:
-        if not isinstance(s, For):
-            return None
+_BOUND = {f"{level}_{a}": (f"{level[0]}Idx.{a}".replace("bIdx", "blockIdx").replace("tIdx", "threadIdx"),
+                           f"{'gridDim' if level == 'block' else 'blockDim'}.{a}")
+          for level in ("block", "thread") for a in "xyz"}
+
+
+def _bound_loops(body: Stmt) -> list:
+    from ..schedule.primitives import loops
+    return [lp for lp in loops(body) if lp.kind in _BOUND]
+
+
+def _check_bound(k: Kernel, bound: list) -> None:
+    """A bound loop runs its iterations on different threads: none may update an outer scalar."""
+    from ..errors import ScheduleError
+    from ..ir.loops import Assign
+    for lp in bound:
+        declared = {n.var for n in _stmts(lp.body) if isinstance(n, Declare)}
+        for n in _stmts(lp.body):
+            if isinstance(n, Assign) and n.var not in declared:
+                raise ScheduleError(f"kernel {k.name}: loop {lp.var.name!r} is bound to {lp.kind} but is a "
+                                    f"reduction loop (it updates {n.var.name}); bind only data-parallel loops")
+
+
+def _stmts(s: Stmt):
+    from ..ir.loops import IfThenElse
+    yield s
+    if isinstance(s, Seq):
+        for x in s.stmts:
+            yield from _stmts(x)
+    elif isinstance(s, For):
+        yield from _stmts(s.body)
+    elif isinstance(s, IfThenElse):
+        yield from _stmts(s.then)
+        if s.otherwise is not None:
+            yield from _stmts(s.otherwise)
+
+
+def _perfect_nest(body: Stmt):
+    """The outer loops that form a box (a perfect nest, extents free of their variables), and
+    the statement inside them. Those loops are data parallel: nothing is declared outside them."""
+    loops, s = [], body
+    while isinstance(s, For) and s.kind not in _BOUND:
+        if {lp.var for lp in loops} & set(E.walk(s.extent)):
+            break
         loops.append(s)
         s = s.body
     return loops, s
 
 
-def _row_reduction(k: Kernel, inner: Stmt):
-    """(accumulator Declare, reduction For, Store, combiner) when `inner` is a row reduction."""
-    if not (isinstance(inner, Seq) and len(inner.stmts) == 3):
-        return None
-    decl, loop, store = inner.stmts
-    if not (isinstance(decl, Declare) and isinstance(loop, For) and isinstance(store, Store)):
-        return None
-    reduces = [n for n in E.walk(k.op.body) if isinstance(n, E.Reduce)]
-    if len(reduces) != 1 or len(reduces[0].axes) != 1:
-        return None
-    red = reduces[0]
-    if red.combiner not in ROW_COMBINERS or red.dtype not in ROW_DTYPES or decl.var.dtype != red.dtype:
-        return None
-    # A row: the reduction variable indexes only the last (contiguous) dimension of what it reads.
-    r = loop.var
+def _outer_assigns(loop: For) -> set:
+    """Scalars declared outside `loop` that its body assigns (its reduction accumulators)."""
+    from ..ir.loops import Assign
+    inside = {n.var for n in _stmts(loop.body) if isinstance(n, Declare)}
+    return {n.var for n in _stmts(loop.body) if isinstance(n, Assign) and n.var not in inside}
+
+
+def _combiner(loop: For, acc: E.Var) -> str | None:
+    """sum / max / min when every update of `acc` in `loop` has the shape lowering gives it."""
+    from ..ir.loops import Assign, IfThenElse
+    kinds = set()
+    guarded = set()
+    for n in _stmts(loop.body):
+        if isinstance(n, IfThenElse) and isinstance(n.then, Assign) and n.then.var is acc:
+            v = n.then.value
+            guarded.add(n.then)
+            if n.otherwise is not None or not isinstance(v, E.Var):
+                return None
+            for kind, cmp in (("max", v > acc), ("min", v < acc)):
+                if n.cond is cmp or (v.dtype in ("float32", "float64") and n.cond is (cmp | (v != v))):  # noqa: PLR0124 - the IR's NaN test
+                    kinds.add(kind)
+                    break
+            else:
+                return None
+    for n in _stmts(loop.body):
+        if isinstance(n, Assign) and n.var is acc and n not in guarded:
+            v = n.value
+            if not (isinstance(v, E.Binary) and v.op == "add" and v.a is acc and acc not in set(E.walk(v.b))):
+                return None
+            kinds.add("sum")
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _contiguous(loop: For) -> bool:
+    """The loop variable indexes only the last (contiguous) dimension of what the loop reads."""
     for n in _walk_stmt(loop.body):
-        if isinstance(n, E.Load):
-            for ix in n.indices[:-1]:
-                if r in set(E.walk(ix)):
-                    return None
-    return decl, loop, store, red.combiner
+        if isinstance(n, E.Load) and any(loop.var in set(E.walk(ix)) for ix in n.indices[:-1]):
+            return False
+    return True
+
+
+def _row_plan(inner: Stmt):
+    """The steps of a row kernel, or None: [("stmt"|"reduce"|"parallel"|"store", statement, ...)].
+
+    A row body is a sequence of accumulator declarations, reduction loops over the row
+    (sum/max/min of one accumulator, contiguous reads), data-parallel loops over the row (a
+    fused epilogue such as softmax's exp(x - max)) and stores of per-row values.
+    """
+    stmts = inner.stmts if isinstance(inner, Seq) else (inner,)
+    plan, decls, reduces = [], {}, 0
+    for st in stmts:
+        if isinstance(st, Declare):
+            decls[st.var] = st
+            plan.append(("stmt", st))
+        elif isinstance(st, Store):
+            plan.append(("store", st))
+        elif isinstance(st, For) and st.kind not in _BOUND:
+            accs = _outer_assigns(st)
+            if not accs:
+                plan.append(("parallel", st))
+                continue
+            if len(accs) != 1:
+                return None
+            acc = next(iter(accs))
+            comb = _combiner(st, acc)
+            if acc not in decls or comb is None or acc.dtype not in ROW_DTYPES or not _contiguous(st):
+                return None
+            plan.append(("reduce", st, acc, comb, decls[acc].init))
+            reduces += 1
+        else:
+            return None
+    return plan if reduces else None
 
 
 def _walk_stmt(s: Stmt):
@@ -160,6 +256,29 @@ def _walk_stmt(s: Stmt):
         yield from _walk_stmt(s.then)
         if s.otherwise is not None:
             yield from _walk_stmt(s.otherwise)
+
+
+def _row_lines(p: CudaPrinter, plan, indent: str) -> tuple[str, set]:
+    """The body of one row: every thread of the block takes part in every step."""
+    lines, partials = [], set()
+    block_reduce = environment().get_template("cuda/block_reduce.cu.j2")
+    for step in plan:
+        kind, st = step[0], step[1]
+        if kind == "stmt":
+            lines += p.stmt(st, indent)
+        elif kind == "store":
+            lines += [f"{indent}if (threadIdx.x == 0) {{", *p.stmt(st, indent + "    "), f"{indent}}}"]
+        else:  # reduce / parallel: the threads of the block stride over the row
+            v = p.name(st.var)
+            lines.append(f"{indent}for (int64_t {v} = threadIdx.x; {v} < {p.expr(st.extent)}; {v} += blockDim.x) {{")
+            lines += p.stmt(st.body, indent + "    ") + [f"{indent}}}"]
+            if kind == "reduce":
+                _, _, acc, comb, init = step
+                partials.add(acc.dtype)
+                text = block_reduce.render(acc=p.name(acc), combiner=comb, init=p.expr(init),
+                                           partial=f"kd_partial_{acc.dtype}")
+                lines += [indent + ln if ln else ln for ln in text.rstrip("\n").split("\n")]
+    return "\n".join(lines), partials
 
 
 def _decompose(p: CudaPrinter, linear: str, loops) -> list[str]:
@@ -222,29 +341,32 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
         fname = f"kd_kernel_{k.name}"
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         info = {"fname": fname, "comment": comment.replace("*/", "* /")}
-        peeled = _output_loops(k)
-        row = _row_reduction(k, peeled[1]) if peeled is not None and kn["row_reduce"] else None
-        if row is not None:
-            loops, _ = peeled
-            decl, loop, store, combiner = row
-            r = p.name(loop.var)
+        bound = _bound_loops(k.body)
+        loops, inner = _perfect_nest(k.body)
+        plan = _row_plan(inner) if kn["row_reduce"] and not bound else None
+        if bound:  # the user's bind(): blocks over the first block loop, threads over the first thread loop
+            _check_bound(k, bound)
+            blk = next((lp for lp in bound if lp.kind.startswith("block")), None)
+            thr = next((lp for lp in bound if lp.kind.startswith("thread")), None)
+            sizes_only = blk is not None and not any(isinstance(n, E.Var) for n in E.walk(blk.extent))
+            work = blk.extent if sizes_only else E.Const(1, "int64")
+            threads = kn["threads_per_block"]
+            if thr is not None and isinstance(thr.extent, E.Const) and 1 <= thr.extent.value <= 1024:
+                threads = int(thr.extent.value)
+            elif thr is None:
+                threads = 32
+            info.update(schedule="bound", threads=threads, work=p.expr(work),
+                        body="\n".join(p.stmt(k.body, " " * 8)))
+        elif plan is not None:
             work = _product(lp.extent for lp in loops)
+            body, partials = _row_lines(p, plan, " " * 8)
             info.update(schedule="row_reduce", threads=kn["row_threads"], work=p.expr(work),
-                        decompose=_decompose(p, "kd_row", loops), ctype=CTYPE[decl.var.dtype],
-                        acc=p.name(decl.var), init=p.expr(decl.init), combiner=combiner,
-                        loop_head=f"for (int64_t {r} = threadIdx.x; {r} < {p.expr(loop.extent)}; "
-                                  f"{r} += blockDim.x) {{",
-                        step="\n".join(p.stmt(loop.body, " " * 12)),
-                        store="\n".join(p.stmt(store, " " * 16)))
-        elif peeled is not None:
-            loops, inner = peeled
+                        decompose=_decompose(p, "kd_row", loops), body=body,
+                        partials=[{"ctype": CTYPE[d], "name": f"kd_partial_{d}"} for d in sorted(partials)])
+        else:
             work = _product(lp.extent for lp in loops)
             info.update(schedule="grid_stride", threads=kn["threads_per_block"], work=p.expr(work),
                         decompose=_decompose(p, "kd_t", loops), body="\n".join(p.stmt(inner, " " * 8)))
-        else:  # an unexpected loop nest: one thread runs it as is (correct, slow)
-            work = E.Const(1, "int64")
-            info.update(schedule="single", threads=32, work="1",
-                        body="\n".join(p.stmt(k.body, " " * 8)))
         ps = params(used)
         info["params"] = [x.decl for x in ps]
         kernels.append(info)

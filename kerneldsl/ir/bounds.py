@@ -39,6 +39,8 @@ def _max(a, b):
 def _interval(e: E.Expr):
     if isinstance(e, (E.Const, E.SizeVar)):
         return e, e
+    if isinstance(e, E.Bound):
+        return _interval(e.index)
     if isinstance(e, E.IndexVar):
         return E.Const(0, "int64"), e.extent - 1
     if isinstance(e, E.Cast) and e.dtype in ("int32", "int64") and e.x.dtype in ("int32", "int64"):
@@ -80,6 +82,19 @@ def _interval(e: E.Expr):
     return None
 
 
+def _fits_int64(e: E.Expr) -> bool:
+    """True when no linear combination inside `e` has a coefficient beyond int64: the bound
+    is then exact once printed (int64 constants would wrap around, e.g. 2**62 * 2 -> -2**63)."""
+    from .simplify import _linear
+    for n in E.walk(e):
+        if isinstance(n, (E.Binary, E.Unary)) and n.dtype == "int64" and n.op in ("add", "sub", "mul", "neg"):
+            if any(not -(1 << 63) <= c < (1 << 63) for c in _linear(n).values()):
+                return False
+    return True
+
+
 def interval(e: E.Expr):
     r = _interval(e)
-    return None if r is None else (simplify(r[0]), simplify(r[1]))
+    if r is None or not (_fits_int64(r[0]) and _fits_int64(r[1])):
+        return None  # the index is then checked element by element, in the kernels' int64
+    return simplify(r[0]), simplify(r[1])

@@ -128,9 +128,7 @@ class IndexVar(Expr):
     uid: int
     reduce: bool = False
     dtype: str = "int64"
-
-    def children(self):
-        return (self.extent,)
+    # the extent is not a child: rewrites must never turn an axis into a different axis
 
 
 def index_var(name: str, extent, reduce: bool = False) -> IndexVar:
@@ -211,6 +209,20 @@ class Cast(Expr):
 
     def children(self):
         return (self.x,)
+
+
+@node
+class Bound(Expr):
+    """`index`, which must lie in [0, extent): dimension `dim` of a read of `tensor` (a name) that
+    fusion inlined away. Lowering checks it like the read it replaces; its value is `index`."""
+    index: Expr
+    extent: Expr
+    tensor: str
+    dim: int
+    dtype: str = "int64"
+
+    def children(self):
+        return (self.index, self.extent)
 
 
 REDUCERS = ("sum", "prod", "max", "min", "argmax", "argmin")
@@ -383,6 +395,8 @@ def rebuild(n: Expr, kids: tuple) -> Expr:
         return Reduce(n.combiner, n.axes, kids[0], kids[1] if len(kids) > 1 else None, n.dtype)
     if isinstance(n, IndexVar):
         return n if kids[0] is n.extent else IndexVar(n.name, kids[0], n.uid, n.reduce)
+    if isinstance(n, Bound):
+        return Bound(kids[0], kids[1], n.tensor, n.dim)
     return n
 
 

@@ -133,8 +133,12 @@ class _Context:
         self.reduced: dict = {}
         self.op = op
         self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
-        stmts, value = self.expr(op.body, None, False, tuple(op.axes))
-        nest = seq(*stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
+        self.axis_of = {v: a for a, v in self.vars.items()}
+        axes = tuple(op.axes)
+        # statements hoisted to just inside the loops of a prefix of the enclosing axes
+        self.slots: dict[tuple, list] = {axes[:k]: [] for k in range(len(axes) + 1)}
+        stmts, value = self.expr(op.body, None, False, axes)
+        nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
             innermost = k == len(op.axes) - 1 and _vectorizable(nest)
             if k == 0:
@@ -142,6 +146,7 @@ class _Context:
                 nest = For(self.vars[a], a.extent, nest, "parallel", work)
             else:
                 nest = For(self.vars[a], a.extent, nest, "vectorized" if innermost else "serial")
+            nest = seq(*self.slots[axes[:k]], nest)
         return Kernel(self.bufs[op].name, op, nest, tuple(fused))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
@@ -159,6 +164,10 @@ class _Context:
             return sc + sa + sb, E.Select(c, a, b, e.dtype)
         if isinstance(e, E.Load):
             return self.load(e, guard, guarded, enclosing)
+        if isinstance(e, E.Bound):
+            stmts, lix = self.expr(e.index, guard, guarded, enclosing)
+            return stmts, self.checked_index(e.index, lix, e.extent, guarded, enclosing,
+                                             f"{e.tensor}[...] (inlined)", e.tensor, e.dim)
         if isinstance(e, E.Reduce):
             return self.reduce(e, guard, guarded, enclosing)
         stmts, kids = [], []
@@ -174,17 +183,19 @@ class _Context:
         for k, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
             s, lix = self.expr(ix, guard, guarded, enclosing)
             stmts += s
-            gather = any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix))
-            rng = None if gather or guarded else interval(ix)
-            info = BoundsError(self.op.name, text, e.tensor.name, k, extent,
-                               *(rng if rng is not None else (None, None)))
-            if rng is None:
-                lix = Checked(simplify(lix), extent, self._code(info))
-            else:
-                self.entry_check(rng, extent, enclosing, info)
-                lix = simplify(lix)
-            idx.append(lix)
+            idx.append(self.checked_index(ix, lix, extent, guarded, enclosing, text, e.tensor.name, k))
         return stmts, E.Load(self.bufs[e.tensor], tuple(idx), e.dtype)
+
+    def checked_index(self, ix, lix, extent, guarded, enclosing, text, tensor, dim):
+        """An index made safe: an entry check of its range when it is affine and always read,
+        else a per-element check."""
+        gather = any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix))
+        rng = None if gather or guarded else interval(ix)
+        info = BoundsError(self.op.name, text, tensor, dim, extent, *(rng if rng is not None else (None, None)))
+        if rng is None:
+            return Checked(simplify(lix), extent, self._code(info))
+        self.entry_check(rng, extent, enclosing, info)
+        return simplify(lix)
 
     def entry_check(self, rng, extent, enclosing, info):
         lo, hi = rng
@@ -200,17 +211,43 @@ class _Context:
             self.asserts[cond] = Assert(cond, self._code(info))
 
     def reduce(self, e: E.Reduce, guard, guarded, enclosing):
-        key = (e, guard, enclosing)  # one accumulator per reduction and context: computed once
+        """A reduction is computed at the outermost loop depth where everything it reads is bound
+        (loop-invariant code motion): inside a row loop, not inside the column loop of the row."""
+        used = E.free_axes(e)
+        if guard is not None:
+            used |= {self.axis_of[v] for v in E.walk(guard) if v in self.axis_of}
+        depth = max((k + 1 for k, a in enumerate(enclosing) if a in used), default=0)
+        hoist = depth < len(enclosing) and enclosing[:depth] in self.slots
+        where = enclosing[:depth] if hoist else enclosing
+        key = (e, guard, where)  # one accumulator per reduction and placement: computed once
         if key in self.reduced:
             return [], self.reduced[key]
-        stmts, acc = self._reduce(e, guard, guarded, enclosing)
+        stmts, acc = self._reduce(e, guard, guarded, where)
         self.reduced[key] = acc
+        if hoist:
+            self.slots[where].extend(stmts)
+            return [], acc
         return stmts, acc
 
     def _reduce(self, e: E.Reduce, guard, guarded, enclosing):
+        saved = {a: self.vars.get(a) for a in e.axes}
+        try:
+            return self._reduce_scoped(e, guard, guarded, enclosing)
+        finally:  # an axis reduced again deeper must not rename the outer loop's variable
+            for a, v in saved.items():
+                if v is None:
+                    self.vars.pop(a, None)
+                else:
+                    self.vars[a] = v
+
+    def _reduce_scoped(self, e: E.Reduce, guard, guarded, enclosing):
+        outer = len(enclosing)
         enclosing = enclosing + tuple(e.axes)
         for a in e.axes:
             self.vars[a] = E.Var(self.names.fresh(a.name), "int64")
+            self.axis_of[self.vars[a]] = a
+        for k in range(outer + 1, len(enclosing) + 1):
+            self.slots[enclosing[:k]] = []
         acc = E.Var(self.names.fresh("acc"), e.dtype)
         inner_guarded = guarded or e.cond is not None
         body_stmts, body = self.expr(e.body, None, inner_guarded, enclosing)
@@ -219,12 +256,14 @@ class _Context:
         if e.cond is not None:
             cs, c = self.expr(e.cond, None, guarded, enclosing)
             step = seq(*cs, IfThenElse(c, step))
-        nest = step
-        simd = c_simd = e.combiner in ("sum", "prod") and e.cond is None and _vectorizable(step)
-        for a in reversed(e.axes):
+        nest = seq(*self.slots.pop(enclosing), step)
+        simd = e.combiner in ("sum", "prod") and e.cond is None and _vectorizable(nest)
+        for k in reversed(range(outer, len(enclosing))):
+            a = enclosing[k]
             nest = For(self.vars[a], a.extent, nest, "vectorized" if simd else "serial")
             simd = False
-        del c_simd
+            if k > outer:
+                nest = seq(*self.slots.pop(enclosing[:k]), nest)
         if guard is not None:
             nest = IfThenElse(guard, nest)
         return [*decls, nest], acc

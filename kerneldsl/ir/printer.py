@@ -47,6 +47,8 @@ def _p(e: E.Expr, names) -> tuple[str, int]:
         axes = axes if len(e.axes) == 1 else f"[{axes}]"
         where = "" if e.cond is None else f", where={_p(e.cond, names)[0]}"
         return f"{e.combiner}({axes}, {_p(e.body, names)[0]}{where})", 9
+    if isinstance(e, E.Bound):  # a range-checked index left by fusion
+        return _p(e.index, names)
     if type(e).__name__ == "Checked":  # loop IR: a run-time range-checked index
         return _p(e.index, names)
     return f"<{type(e).__name__}>", 9

@@ -118,14 +118,23 @@ def _order(t: E.Expr):
     return (3, 0, str(t))
 
 
+def _wrap(v: int) -> int:
+    """`v` as int64 arithmetic leaves it: wrapped modulo 2**64, as the kernels and numpy do."""
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+_INT64_MIN = -(1 << 63)
+
+
 def _build(lin: dict) -> E.Expr:
+    lin = {t: _wrap(c) for t, c in lin.items()}  # every constant built below fits in int64
     terms = sorted(((t, c) for t, c in lin.items() if t is not None and c != 0), key=lambda tc: _order(tc[0]))
     out = None
     for t, c in terms:
         if out is None:
             out = t if c == 1 else (E.Unary("neg", t, "int64") if c == -1 else
                                     E.Binary("mul", E.Const(c, "int64"), t, "int64"))
-        elif c > 0:
+        elif c > 0 or c == _INT64_MIN:  # -INT64_MIN does not exist
             out = E.Binary("add", out, t if c == 1 else E.Binary("mul", E.Const(c, "int64"), t, "int64"),
                            "int64")
         else:
@@ -134,7 +143,7 @@ def _build(lin: dict) -> E.Expr:
     k = lin.get(None, 0)
     if out is None:
         return E.Const(k, "int64")
-    if k > 0:
+    if k > 0 or k == _INT64_MIN:
         return E.Binary("add", out, E.Const(k, "int64"), "int64")
     if k < 0:
         return E.Binary("sub", out, E.Const(-k, "int64"), "int64")

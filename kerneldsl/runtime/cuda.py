@@ -96,7 +96,7 @@ def _build(d, key, source, src_suffix, suffix, cmd_for, name) -> Artifact:
         cmd = cmd_for(str(src), tmp)
         B.stats.compiles += 1
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
         except FileNotFoundError:
             raise CompileError(f"compiler {cmd[0]!r} not found") from None
         output = (proc.stderr + proc.stdout).strip()
@@ -134,7 +134,7 @@ def _device_capability():
     try:
         drv = driver()
         return drv.capability() if drv is not None else None
-    except Exception:  # no GPU, no driver: fine, we only compile
+    except Exception:  # noqa: BLE001 - no GPU, no driver: fine, we only compile
         return None
 
 
@@ -177,7 +177,8 @@ def parse_ptxas(text: str) -> dict:
             continue
         for pat, key in ((r"(\d+) bytes stack frame", "stack"), (r"(\d+) bytes spill stores", "spill_stores"),
                          (r"(\d+) bytes spill loads", "spill_loads"), (r"Used (\d+) registers", "registers"),
-                         (r"(\d+) bytes smem", "shared"), (r"(\d+) bytes cmem\[0\]", "constant")):
+                         (r"(\d+) bytes smem", "shared"),
+                         (r"used (\d+) barriers", "barriers"), (r"(\d+) bytes cmem\[0\]", "constant")):
             v = re.search(pat, line)
             if v:
                 cur[key] = int(v.group(1))
@@ -270,7 +271,7 @@ def driver():
     for cls in order:
         try:
             return cls()
-        except Exception:  # not installed, or no device
+        except Exception:  # noqa: BLE001, S112 - not installed, or no device: try the next
             continue
     return None
 

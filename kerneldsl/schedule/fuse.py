@@ -66,53 +66,129 @@ def consumers(outputs) -> dict:
     return users
 
 
+_renamed: dict = {}
+
+
+def _fresh_reductions(op: ComputeOp) -> E.Expr:
+    """The op's body with its reduction axes renamed to fresh ones, once per op: an inlined
+    reduction must not share an axis with a reduction of the consumer that encloses it, and two
+    copies of the same inlined reduction stay one node (computed once)."""
+    body = _renamed.get(op)
+    if body is None:
+        axes = {a for n in E.walk(op.body) if isinstance(n, E.Reduce) for a in n.axes}
+        fresh = {a: E.index_var(a.name, a.extent, reduce=True) for a in sorted(axes, key=lambda a: a.uid)}
+
+        def rule(n):
+            if isinstance(n, E.Reduce) and any(a in fresh for a in n.axes):
+                return E.Reduce(n.combiner, tuple(fresh.get(a, a) for a in n.axes), n.body, n.cond, n.dtype)
+            return fresh.get(n)
+        body = E.transform(op.body, rule) if fresh else op.body
+        _renamed[op] = body
+    return body
+
+
 def inline_load(body: E.Expr, producer: ComputeOp, definition: ComputeOp | None = None) -> E.Expr:
     """`body` with every load of `producer` replaced by the body of `definition` (default: itself)."""
     d = definition or producer
+    dbody = _fresh_reductions(d)
 
     def rule(n):
         if isinstance(n, E.Load) and n.tensor is producer:
-            return E.substitute(d.body, dict(zip(d.axes, n.indices)))
+            return E.substitute(dbody, {a: _bounded(ix, a.extent, producer.name, k)
+                                        for k, (a, ix) in enumerate(zip(d.axes, n.indices))})
         return None
     return simplify(E.transform(body, rule))
 
 
-def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
-    """Inline single-consumer elementwise producers (when `enabled`) and those in `force`."""
-    outputs = tuple(outputs)
-    users = consumers(outputs)
-    inline = {t for t in topo_order(outputs) if isinstance(t, ComputeOp) and t not in outputs and (
-        (is_injective(t) and (t in force or (enabled and len(users.get(t, ())) == 1)))
-        or (enabled and len(users.get(t, ())) == 1 and same_point_use(t, users[t][0])))}
-    new: dict = {}
-    fused: dict = {}
+def _bounded(index: E.Expr, extent: E.Expr, tensor: str, dim: int) -> E.Expr:
+    """The index of an inlined read, still range-checked unless it is an axis of the same extent."""
+    if isinstance(index, E.IndexVar) and index.extent is extent:
+        return index
+    if isinstance(index, E.Bound):
+        index = index.index
+    return E.Bound(index, extent, tensor, dim)
+
+
+def hoistable_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """Every read of the producer is `P[a1, ..., ak]` where a1..ak are the consumer's k outermost
+    loops (its output axes, then the reduction axes around the read), unguarded. Lowering places
+    the inlined reduction right inside loop ak, so each producer point is still computed once:
+    this is how softmax's row max and row sum join the row loop of their consumer."""
+    ok = True
+
+    def visit(n, enclosing, guarded):
+        nonlocal ok
+        if isinstance(n, E.Load) and n.tensor is producer:
+            idx = tuple(n.indices)
+            if guarded or len(idx) > len(enclosing) or idx != tuple(enclosing[:len(idx)]) or any(
+                    a.extent is not d for a, d in zip(idx, producer.shape)):
+                ok = False
+        if isinstance(n, E.Select):
+            visit(n.cond, enclosing, guarded)
+            visit(n.a, enclosing, True)
+            visit(n.b, enclosing, True)
+            return
+        if isinstance(n, E.Reduce):
+            inner = enclosing + tuple(n.axes)
+            visit(n.body, inner, guarded or n.cond is not None)
+            if n.cond is not None:
+                visit(n.cond, inner, guarded)
+            return
+        for c in n.children():
+            visit(c, enclosing, guarded)
+
+    visit(consumer.body, tuple(consumer.axes), False)
+    return ok
+
+
+def _inlinable(t, outputs, users, enabled: bool, force) -> bool:
+    if not isinstance(t, ComputeOp) or t in outputs:
+        return False
+    mine = users.get(t, ())
+    if is_injective(t):
+        return t in force or (enabled and len(mine) == 1)
+    return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
+
+
+def relink(outputs, replaced: dict) -> tuple:
+    """The graph with tensors replaced (`old -> new`) and every dependent rebuilt to read the new ones."""
+    new: dict = dict(replaced)
     for t in topo_order(outputs):
-        if isinstance(t, Placeholder):
-            new[t] = t
-            continue
-        body, names = t.body, []
-        # substitute already-rewritten producers; inline the inlinable ones (transitively)
-        changed = True
-        while changed:
-            changed = False
-            for ld in E.loads(body):
-                p = ld.tensor
-                if p in inline:
-                    body = inline_load(body, p, new[p])
-                    names += [*fused.get(new[p], ()), p.name]
-                    changed = True
-                    break
-        def relink(n):
-            if isinstance(n, E.Load) and new.get(n.tensor, n.tensor) is not n.tensor:
-                return E.Load(new[n.tensor], n.indices, n.dtype)
-            return None
-        body = E.transform(body, relink)
-        nt = t if body is t.body else _with_body(t, body)
-        new[t] = nt
-        fused[nt] = tuple(dict.fromkeys(names))
-    outs = tuple(new[t] for t in outputs)
-    return FusedGraph(outs, {new[t]: fused[new[t]] for t in topo_order(outputs)
-                             if isinstance(t, ComputeOp) and t not in inline})
+        if isinstance(t, ComputeOp) and t not in new:
+            def rule(n):
+                if isinstance(n, E.Load) and n.tensor in new and new[n.tensor] is not n.tensor:
+                    return E.Load(new[n.tensor], n.indices, n.dtype)
+                return None
+            body = E.transform(t.body, rule)
+            new[t] = t if body is t.body else _with_body(t, body)
+    return tuple(new.get(t, t) for t in outputs), new
+
+
+def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
+    """Inline producers into their consumers until none qualifies (a fixed point), so that
+    inlining one tensor can make another single-consumer (softmax: denominator, then row max)."""
+    outputs = tuple(outputs)
+    force_names = {t.name for t in force}
+    names: dict = {}
+    for _ in range(10_000):
+        users = consumers(outputs)
+        pick = next((t for t in topo_order(outputs)
+                     if _inlinable(t, outputs, users, enabled, {x for x in topo_order(outputs)
+                                                                if x.name in force_names})), None)
+        if pick is None:
+            break
+        rewritten = {}
+        for u in users[pick]:
+            nu = _with_body(u, inline_load(u.body, pick))
+            names[nu] = (*names.get(u, ()), *names.get(pick, ()), pick.name)
+            rewritten[u] = nu
+        outputs, mapping = relink(outputs, rewritten)
+        names = {mapping.get(k, k): v for k, v in names.items()}
+        for old, nt in mapping.items():
+            if old in names and nt not in names:
+                names[nt] = names[old]
+    return FusedGraph(outputs, {t: tuple(dict.fromkeys(names.get(t, ())))
+                                for t in topo_order(outputs) if isinstance(t, ComputeOp)})
 
 
 def _with_body(t: ComputeOp, body: E.Expr) -> ComputeOp:

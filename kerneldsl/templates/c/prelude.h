@@ -5,6 +5,14 @@
 
 #define KD_UNUSED __attribute__((unused))
 
+/* Every multiply and add rounds on its own, as numpy's do: no contraction into fused multiply-adds
+   (GCC contracts by default, and `x*y - x*y` would then not be 0). */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize ("fp-contract=off")
+#endif
+
 #ifdef KD_USE_MVEC
 /* glibc's libmvec has SIMD versions of these; declaring them lets `omp simd` loops call them. */
 #pragma omp declare simd notinbranch
@@ -55,6 +63,23 @@ static inline int64_t kd_chk(int64_t i, int64_t n, int code, int64_t *report)
         return 0;
     }
     return i;
+}
+
+/* Saturating int64 arithmetic for entry checks: an overflowing bound fails its check. */
+static inline int64_t kd_sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+static inline int64_t kd_sat_sub(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_sub_overflow(a, b, &r) ? (b < 0 ? INT64_MAX : INT64_MIN) : r;
+}
+static inline int64_t kd_sat_mul(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? INT64_MIN : INT64_MAX) : r;
 }
 
 /* Integer floor division and modulo as numpy: x // 0 == 0, x % 0 == 0, no trap on MIN // -1. */

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <math.h>
 
-#define KD_FN static __device__ __forceinline__
+#define KD_FN __device__ __forceinline__  /* not static: unused ones must not warn */
 
 /* A run-time checked index: out of [0, n) records the code and the index in `report`
    (report[0] = code, report[1] = index) and reads element 0 instead. */
@@ -53,7 +53,7 @@ KD_FN T kd_mod_##S(T a, T b)                                                    
     T m = fmod##F(a, b);                                                              \
     if (b == 0) return m;                                                             \
     if (m != 0) { if ((b < 0) != (m < 0)) m += b; }                                   \
-    else m = copysign##F(0, b);                                                       \
+    else m = copysign##F((T)0, b);                                                       \
     return m;                                                                         \
 }                                                                                     \
 KD_FN T kd_floordiv_##S(T a, T b)                                                     \
@@ -63,7 +63,7 @@ KD_FN T kd_floordiv_##S(T a, T b)                                               
     T d = (a - m) / b;                                                                \
     if (m != 0 && ((b < 0) != (m < 0))) d -= 1;                                       \
     if (d != 0) { T f = floor##F(d); if (d - f > (T)0.5) f += 1; return f; }          \
-    return copysign##F(0, a / b);                                                     \
+    return copysign##F((T)0, a / b);                                                     \
 }                                                                                     \
 KD_FN T kd_min_##S(T a, T b) { return (a != a || a < b) ? a : b; }                    \
 KD_FN T kd_max_##S(T a, T b) { return (a != a || a > b) ? a : b; }                    \

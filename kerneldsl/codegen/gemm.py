@@ -1,0 +1,192 @@
+"""The Python side of the GEMM template (templates/c/gemm.c.j2): all the index arithmetic.
+
+The template lays out blocking, packing buffers and the micro-kernel; this file
+prints what depends on the contraction: the operands' values at a (row, k) or
+(k, column) point, the store of a tile through the epilogue, and the walk over
+a group of axes flattened into one GEMM dimension.
+
+A group such as conv2d's columns (n, oh, ow) is walked in runs along its
+innermost axis, so no division happens per element:
+
+    v_n, v_oh, v_ow = decode(first column)            # once per sliver or tile
+    for each run of consecutive ow:                    # a plain (SIMD) loop
+        for u in range(run): ow = base + u; ...
+        advance ow by the run, carrying into oh and n
+"""
+
+from __future__ import annotations
+
+from ..ir import expr as E
+from ..ir.loops import Checked
+
+_FMA = {  # (vector bytes, dtype) -> (preprocessor guard, GCC builtin)
+    (16, "float32"): ("defined(__FMA__)", "__builtin_ia32_vfmaddps((a), (b), (c))"),
+    (16, "float64"): ("defined(__FMA__)", "__builtin_ia32_vfmaddpd((a), (b), (c))"),
+    (32, "float32"): ("defined(__FMA__)", "__builtin_ia32_vfmaddps256((a), (b), (c))"),
+    (32, "float64"): ("defined(__FMA__)", "__builtin_ia32_vfmaddpd256((a), (b), (c))"),
+    (64, "float32"): ("defined(__AVX512F__)",
+                      "__builtin_ia32_vfmaddps512_mask((a), (b), (c), (unsigned short)-1, 4)"),
+    (64, "float64"): ("defined(__AVX512F__)",
+                      "__builtin_ia32_vfmaddpd512_mask((a), (b), (c), (unsigned char)-1, 4)"),
+}
+
+
+class _Printer:
+    """Prints the pieces of one variant (general strides, or unit innermost strides)."""
+
+    def __init__(self, p, plan, ctype: str, nr: int, mr: int):
+        self.p, self.plan, self.T, self.nr, self.mr = p, plan, ctype, nr, mr
+        self.c = plan.contraction
+        self.level = 0
+
+    def v(self, axis) -> str:
+        return self.p.name(self.plan.vars[axis])
+
+    def ext(self, axis) -> str:
+        return self.p.expr(axis.extent)
+
+    def total(self, axes) -> str:
+        return " * ".join(f"({self.ext(a)})" for a in axes) if axes else "INT64_C(1)"
+
+    # --- a group of axes flattened into one index -----------------------------------------
+    def decode(self, axes, flat: str) -> list[str]:
+        """Set the group's variables from a flat index (row-major)."""
+        if not axes:
+            return []
+        if len(axes) == 1:
+            return [f"{self.v(axes[0])} = {flat};"]
+        out = [f"{{ int64_t kd_f = {flat};"]
+        for a in reversed(axes[1:]):
+            out.append(f"  {self.v(a)} = kd_f % {self.ext(a)}; kd_f /= {self.ext(a)};")
+        return out + [f"  {self.v(axes[0])} = kd_f; }}"]
+
+    def advance(self, axes) -> list[str]:
+        """Step the group's variables to the next flat index, carrying."""
+        if len(axes) == 1:
+            return [f"++{self.v(axes[0])};"]
+        text = f"++{self.v(axes[0])};"
+        for a in axes[1:]:
+            text = f"if (++{self.v(a)} == {self.ext(a)}) {{ {self.v(a)} = 0; {text} }}"
+        return [text]
+
+    def save(self, axes, tag: str) -> list[str]:
+        return [f"const int64_t kd_{tag}{k} = {self.v(a)};" for k, a in enumerate(axes)] if len(axes) > 1 else []
+
+    def restore(self, axes, tag: str) -> list[str]:
+        return [f"{self.v(a)} = kd_{tag}{k};" for k, a in enumerate(axes)] if len(axes) > 1 else []
+
+    def runs(self, axes, count: str, off: str, body: list[str], simd: bool) -> list[str]:
+        """Walk `count` flat indices from the group's current variables; `off` counts 0.. in the body."""
+        self.level += 1
+        L, inner, outer = self.level, axes[-1], axes[:-1]
+        vi = self.v(inner)
+        pragma = ["#pragma omp simd"] if simd else []
+        if not outer:  # one axis: one run
+            out = [f"{{ const int64_t kd_base{L} = {vi};", *pragma,
+                   f"for (int64_t {off} = 0; {off} < {count}; ++{off}) {{",
+                   f"    const int64_t {vi} = kd_base{L} + {off};",
+                   *("    " + ln for ln in body), "} }"]
+        else:
+            carry = self.advance(outer)[0]
+            out = [f"for (int64_t kd_q{L} = 0; kd_q{L} < {count}; ) {{",
+                   f"    const int64_t kd_run{L} = kd_min_i64({count} - kd_q{L}, {self.ext(inner)} - {vi});",
+                   f"    const int64_t kd_base{L} = {vi};",
+                   *("    " + ln for ln in pragma),
+                   f"    for (int64_t kd_u{L} = 0; kd_u{L} < kd_run{L}; ++kd_u{L}) {{",
+                   f"        const int64_t {vi} = kd_base{L} + kd_u{L};",
+                   f"        const int64_t {off} = kd_q{L} + kd_u{L};",
+                   *("        " + ln for ln in body), "    }",
+                   f"    kd_q{L} += kd_run{L};",
+                   f"    {vi} += kd_run{L};",
+                   f"    if ({vi} == {self.ext(inner)}) {{ {vi} = 0; {carry} }}", "}"]
+        self.level -= 1
+        return out
+
+    # --- the pieces -----------------------------------------------------------------------
+    def pack_a(self) -> list[str]:
+        c, T, mr = self.c, self.T, self.mr
+        row = [f"{T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
+               *self.decode(c.k, "kd_pc"),
+               "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {",
+               f"    kd_d[kd_k * {mr}] = {self.p.expr(self.plan.a)};",
+               *("    " + ln for ln in self.advance(c.k)), "}"]
+        pad = [f"for (int64_t kd_r = kd_mcur; kd_r % {mr}; ++kd_r) {{",
+               f"    {T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
+               f"    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) kd_d[kd_k * {mr}] = 0;", "}"]
+        return [*self.decode(c.m, "kd_ic"), *self.runs(c.m, "kd_mcur", "kd_r", row, False), *pad]
+
+    def pack_b(self) -> list[str]:
+        c, T, nr = self.c, self.T, self.nr
+        value = self.plan.b
+        simd = not _checked(value)
+        per_k = [f"{T} *restrict kd_d = kd_d0 + kd_k * {nr};", *self.restore(c.n, "sn"),
+                 *self.runs(c.n, "kd_nv", "kd_c", [f"kd_d[kd_c] = {self.p.expr(value)};"], simd),
+                 f"for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d[kd_c] = 0;",
+                 *self.advance(c.k)]
+        return [f"for (int64_t kd_s = 0; kd_s * {nr} < kd_ncur; ++kd_s) {{",
+                f"    {T} *restrict kd_d0 = kd_bp + kd_s * {nr} * kd_kc;",
+                f"    const int64_t kd_nv = kd_min_i64({nr}, kd_ncur - kd_s * {nr});",
+                *("    " + ln for ln in self.decode(c.n, f"kd_jc + kd_s * {nr}")),
+                *("    " + ln for ln in self.save(c.n, "sn")),
+                *("    " + ln for ln in self.decode(c.k, "kd_pc")),
+                "    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {",
+                *("        " + ln for ln in per_k), "    }", "}"]
+
+    def store(self) -> list[str]:
+        c, st = self.c, self.plan.store
+        p, T = self.p, self.T
+        idx = p.index(st.buffer, st.indices)
+        cbuf = f"{p.name(st.buffer)}[{idx}]"
+        tile = f"kd_tile[kd_r * {self.nr} + kd_c]"
+        epi = p.expr(st.value)
+        simd = not _checked(st.value)
+
+        def walk(lines, simd_ok):
+            cols = [*self.restore(c.n, "tn"), *self.runs(c.n, "kd_nv", "kd_c", lines, simd_ok)]
+            return [*self.decode(c.m, "kd_ic + kd_ir"), *self.runs(c.m, "kd_mv", "kd_r", cols, False)]
+        last_first = [f"const {T} kd_acc = {tile};", f"{cbuf} = {epi};"]
+        last_more = [f"const {T} kd_acc = {cbuf} + {tile};", f"{cbuf} = {epi};"]
+        partial = [f"{cbuf} = kd_first ? {tile} : {cbuf} + {tile};"]
+        return [*self.decode(c.n, "kd_jc + kd_jr"), *self.save(c.n, "tn"),
+                "if (kd_last && kd_first) {", *_ind(walk(last_first, simd)),
+                "} else if (kd_last) {", *_ind(walk(last_more, simd)),
+                "} else {", *_ind(walk(partial, True)), "}"]
+
+    def pieces(self, cond: str | None) -> dict:
+        return {"cond": cond, "decode_batch": "\n".join(self.decode(self.c.batch, "kd_bi")),
+                "pack_a": "\n".join(self.pack_a()), "pack_b": "\n".join(self.pack_b()),
+                "store": "\n".join(self.store())}
+
+
+def _ind(lines: list[str]) -> list[str]:
+    return ["    " + ln for ln in lines]
+
+
+def _checked(e: E.Expr) -> bool:
+    return any(isinstance(n, Checked) for n in E.walk(e))
+
+
+def render_gemm(kernel, names: dict, strides: dict, printer_cls, unit: list, fallback: str) -> str:
+    """The body of a contraction kernel (after the prologue): the GEMM, then the loop nest fallback."""
+    from .c import CTYPE, environment
+    plan, k = kernel.contraction, kernel.knobs
+    c = plan.contraction
+    dtype = kernel.op.dtype
+    names = {**names, plan.acc: "kd_acc"}
+    general = printer_cls(names, strides)
+    variants = []
+    if unit:  # unit innermost strides: contiguous packing reads and SIMD epilogue stores
+        fast = printer_cls(names, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
+        cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
+        variants.append(_Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(cond))
+    variants.append(_Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(None))
+    pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"])
+    vbytes = k["lanes"] * (4 if dtype == "float32" else 8)
+    guard, builtin = _FMA[(vbytes, dtype)]
+    axes = [*c.op.axes, *c.k]
+    from ..ir.lower import PARALLEL_MIN_WORK
+    return environment().get_template("c/gemm.c.j2").render(
+        k=k, T=CTYPE[dtype], id=kernel.name, vbytes=vbytes, lanes=k["lanes"], nv=k["nr"] // k["lanes"],
+        isa=k["isa"], fma_guard=guard, fma_builtin=builtin, nb=pr.total(c.batch), m=pr.total(c.m),
+        n=pr.total(c.n), kk=pr.total(c.k), parallel_min_work=PARALLEL_MIN_WORK,
+        axis_decls=", ".join(f"{pr.v(a)} = 0" for a in axes), variants=variants, fallback=fallback)

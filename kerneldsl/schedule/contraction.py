@@ -1,0 +1,288 @@
+"""Contractions: recognise `epilogue(sum(k..., A[...] * B[...]))` and plan a GEMM kernel for it.
+
+A compute op is a contraction when its body is an elementwise epilogue of one
+sum whose body is a product of factors that split into two operands:
+
+    C[i, j]          = sum(r, A[i, r] * B[r, j])                         matmul
+    C[b, i, j]       = sum(r, A[b, i, r] * B[b, r, j])                   batched: b read by both
+    Y[i, j]          = tanh(sum(r, X[i, r] * W[r, j]) + bias[j])         dense + epilogue
+    Y[n, co, oh, ow] = sum((ci, kh, kw), where(inside, X[n, ci, oh + kh - 1, ow + kw - 1], 0)
+                                          * W[co, ci, kh, kw])          conv2d, implicit GEMM
+
+The output axes split by which operand reads them: read by the column operand
+B only -> N (columns), by A only (or by neither) -> M (rows), by both -> batch.
+B is the operand reading the output's last axis, so that C's columns are its
+contiguous direction (for NCHW conv2d: A = W, M = co, N = (n, oh, ow), and B is
+the im2col view of X, read through its index expressions when packed).
+
+`plan(kernel)` attaches the GEMM template (kerneldsl/templates/c/gemm.c.j2) to
+a lowered kernel whose op matches; the plain loop nest stays in `Kernel.body`
+(the loop-IR interpreter and the template's fallback use it). Every numeric
+choice is a knob (`Kernel.knobs`): register tile MR x NR, cache blocks KC, MC,
+NC, threads, and the smallest work (M*N*K) worth the template.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+import subprocess
+from dataclasses import dataclass, replace
+
+from ..ir import expr as E
+from ..ir.loops import Assign, Declare, For, Seq, Store
+from ..ir.tensor import ComputeOp
+
+FLOATS = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """`op[batch, m, n] = epilogue(sum(k, a * b))`, with a over (batch, m, k) and b over (batch, n, k).
+
+    `m`, `n`, `batch` list the op's axes (each group in the op's order), `k` the reduce axes;
+    `epilogue` is the op's body with the sum replaced by `acc`.
+    """
+    op: ComputeOp
+    batch: tuple
+    m: tuple
+    n: tuple
+    k: tuple
+    a: E.Expr
+    b: E.Expr
+    reduce: E.Reduce
+    acc: E.Var
+    epilogue: E.Expr
+
+    def __str__(self) -> str:
+        names = lambda axes: "(" + ", ".join(a.name for a in axes) + ")"  # noqa: E731
+        return (f"contraction {self.op.name}: batch {names(self.batch)}, M {names(self.m)}, "
+                f"N {names(self.n)}, K {names(self.k)}; A = {self.a}; B = {self.b}; "
+                f"C = {self.epilogue}")
+
+
+def _factors(e: E.Expr) -> list:
+    """The factors of a product tree, left to right."""
+    if isinstance(e, E.Binary) and e.op == "mul":
+        return _factors(e.a) + _factors(e.b)
+    return [e]
+
+
+def _product(factors: list) -> E.Expr:
+    out = factors[0]
+    for f in factors[1:]:
+        out = E.Binary("mul", out, f, out.dtype)
+    return out
+
+
+def _axes_in(e: E.Expr) -> set:
+    return {n for n in E.walk(e) if isinstance(n, E.IndexVar)} | {
+        a for n in E.walk(e) if isinstance(n, E.IndexVar) for a in _axes_in(n.extent)}
+
+
+def match(op: ComputeOp) -> Contraction | None:
+    """The contraction `op` computes, or None when it is not one (then it stays a loop nest)."""
+    if not isinstance(op, ComputeOp) or op.dtype not in FLOATS or not op.axes:
+        return None
+    reduces = [n for n in E.walk(op.body) if isinstance(n, E.Reduce)]
+    if len(reduces) != 1:
+        return None
+    red = reduces[0]
+    if red.combiner != "sum" or red.cond is not None or red.dtype != op.dtype:
+        return None
+    if _under_select(op.body, red):  # a guarded sum is computed only where its guard holds
+        return None
+    axes, kaxes = tuple(op.axes), tuple(red.axes)
+    for a in kaxes:  # a rectangular iteration space: extents made of sizes only
+        if _axes_in(a.extent):
+            return None
+    factors = _factors(red.body)
+    if len(factors) < 2 or any(f.dtype != op.dtype for f in factors):
+        return None
+    if any(isinstance(n, E.Reduce) for f in factors for n in E.walk(f)):
+        return None
+    uses = [_axes_in(f) & set(axes) for f in factors]
+    last = axes[-1]
+    in_b = [last in u for u in uses]
+    if not any(in_b) or all(in_b):
+        return None
+    a_f = [f for f, b in zip(factors, in_b) if not b]
+    b_f = [f for f, b in zip(factors, in_b) if b]
+    a_axes = set().union(*(u for u, b in zip(uses, in_b) if not b))
+    b_axes = set().union(*(u for u, b in zip(uses, in_b) if b))
+    batch = tuple(a for a in axes if a in a_axes and a in b_axes)
+    n = tuple(a for a in axes if a in b_axes and a not in a_axes)
+    m = tuple(a for a in axes if a not in b_axes)
+    if not m or not n or any(a in batch for a in (last,)):
+        return None
+    acc = E.Var("acc", op.dtype)
+    epilogue = E.substitute(op.body, {red: acc})
+    return Contraction(op, batch, m, n, kaxes, _product(a_f), _product(b_f), red, acc, epilogue)
+
+
+def _under_select(body: E.Expr, red: E.Reduce) -> bool:
+    found = False
+
+    def visit(n, guarded):
+        nonlocal found
+        if n is red:
+            found = found or guarded
+            return
+        kids = n.children()
+        for k, c in enumerate(kids):
+            visit(c, guarded or (isinstance(n, E.Select) and k > 0))
+    visit(body, False)
+    return found
+
+
+# --- knobs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Isa:
+    name: str  # avx512 | avx2 | generic
+    vector_bytes: int
+
+
+@functools.cache
+def _host_isa(cc: tuple, flags: tuple) -> Isa:
+    """The SIMD width the build's compiler targets (asked once: `cc <flags> -dM -E`)."""
+    keep = [f for f in flags if f.startswith(("-m", "-f")) and f != "-fopenmp"]
+    try:
+        out = subprocess.run([*cc, *keep, "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    if "__AVX512F__" in out:
+        return Isa("avx512", 64)
+    if "__AVX2__" in out and "__FMA__" in out:
+        return Isa("avx2", 32)
+    return Isa("generic", 16)
+
+
+def host_isa() -> Isa:
+    from ..runtime.build import _compiler, _flags
+    return _host_isa(tuple(_compiler()), tuple(_flags(None)))
+
+
+# Register tiles (MR rows x NR columns of accumulators) per ISA and dtype: MR * NR / lanes
+# accumulators plus NR / lanes B vectors and one broadcast A must fit the vector registers
+# (16 on AVX2: 6 x 16 floats = 12 accumulators; 32 on AVX-512).
+_TILES = {
+    ("avx512", "float32"): (12, 32), ("avx512", "float64"): (12, 16),
+    ("avx2", "float32"): (6, 16), ("avx2", "float64"): (6, 8),
+    ("generic", "float32"): (4, 8), ("generic", "float64"): (4, 4),
+}
+KNOB_NAMES = ("mr", "nr", "kc", "mc", "nc", "threads", "min_work")
+_overrides: contextvars.ContextVar = contextvars.ContextVar("kerneldsl_gemm_knobs", default={})
+
+
+@contextlib.contextmanager
+def knobs(**values):
+    """Override GEMM knobs for the builds in this block: `with knobs(kc=64, min_work=0): kd.build(...)`.
+
+    `mr`, `nr`: register tile (nr a multiple of the vector lanes); `kc`, `mc`, `nc`: cache blocks
+    (K depth, rows of the packed A block, columns of the packed B panel); `threads`: 0 for OpenMP's
+    default; `min_work`: below this M*N*K the loop nest runs instead; `enabled`: False keeps loop nests.
+    """
+    bad = set(values) - set(KNOB_NAMES) - {"enabled"}
+    if bad:
+        raise ValueError(f"unknown GEMM knob(s) {', '.join(sorted(bad))}; known: {', '.join(KNOB_NAMES)}, enabled")
+    token = _overrides.set({**_overrides.get(), **values})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def default_knobs(dtype: str, isa: Isa | None = None) -> dict:
+    isa = isa or host_isa()
+    size = 4 if dtype == "float32" else 8
+    mr, nr = _TILES[(isa.name, dtype)]
+    kc = 256  # an MR x KC sliver of A and a KC x NR sliver of B stay in L1 (32 KiB) on the k loop
+    mc = mr * max(1, (144 if size == 4 else 96) // mr)  # MC x KC of packed A: about half of L2
+    nc = nr * max(1, 4096 // nr)  # KC x NC of packed B: a few MiB of L3
+    return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "threads": 0, "min_work": 4096,
+            "lanes": isa.vector_bytes // size, "isa": isa.name}
+
+
+def resolve_knobs(dtype: str) -> dict | None:
+    """Defaults with the active overrides applied and checked; None when the template is off."""
+    over = dict(_overrides.get())
+    env = os.environ.get("KERNELDSL_GEMM", "1").strip().lower()
+    if not over.pop("enabled", env not in ("0", "off", "false", "no")):
+        return None
+    k = {**default_knobs(dtype), **over}
+    for name in KNOB_NAMES:
+        if not isinstance(k[name], int) or isinstance(k[name], bool) or k[name] < 0:
+            raise ValueError(f"GEMM knob {name} must be a non-negative int, got {k[name]!r}")
+    for name in ("mr", "nr", "kc", "mc", "nc"):
+        if k[name] < 1:
+            raise ValueError(f"GEMM knob {name} must be at least 1, got {k[name]}")
+    if k["nr"] % k["lanes"]:
+        raise ValueError(f"GEMM knob nr={k['nr']} must be a multiple of the vector lanes ({k['lanes']} "
+                         f"{dtype} on {k['isa']})")
+    if k["mc"] % k["mr"] or k["nc"] % k["nr"]:
+        raise ValueError(f"GEMM knobs: mc ({k['mc']}) must be a multiple of mr ({k['mr']}) and nc "
+                         f"({k['nc']}) of nr ({k['nr']})")
+    return k
+
+
+# --- planning: a lowered kernel gets the template ----------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class GemmPlan:
+    """The loop-IR side of a contraction: what the template's packing and stores print."""
+    contraction: Contraction
+    vars: dict  # IndexVar -> loop Var
+    a: E.Expr  # loop-IR operands (Buffers, loop Vars, checked indices as lowering made them)
+    b: E.Expr
+    acc: E.Var  # the accumulator the epilogue reads
+    store: Store  # the loop nest's store: C's buffer, indices and epilogue value
+
+
+def plan(kernel):
+    """`kernel` with the GEMM template attached when its op is a contraction; else unchanged."""
+    c = match(kernel.op)
+    if c is None:
+        return kernel
+    knobs_ = resolve_knobs(kernel.op.dtype)
+    if knobs_ is None:
+        return kernel
+    p = _lowered(kernel.body, c)
+    if p is None:
+        return kernel
+    return replace(kernel, template="gemm", knobs=knobs_, contraction=p)
+
+
+def _lowered(body, c: Contraction) -> GemmPlan | None:
+    """Find the pieces of the default loop nest: the op's loops, the accumulation and the store."""
+    vars_, s = {}, body
+    for a in c.op.axes:
+        if not isinstance(s, For) or s.extent is not a.extent:
+            return None
+        vars_[a] = s.var
+        s = s.body
+    stmts = s.stmts if isinstance(s, Seq) else (s,)
+    if len(stmts) != 3 or not isinstance(stmts[0], Declare) or not isinstance(stmts[1], For) \
+            or not isinstance(stmts[2], Store):
+        return None
+    acc, r, store = stmts[0].var, stmts[1], stmts[2]
+    for a in c.k:
+        if not isinstance(r, For) or r.extent is not a.extent:
+            return None
+        vars_[a] = r.var
+        r = r.body
+    if not (isinstance(r, Assign) and r.var is acc and isinstance(r.value, E.Binary)
+            and r.value.op == "add" and r.value.a is acc):
+        return None
+    tensor_f, loop_f = _factors(c.reduce.body), _factors(r.value.b)
+    if len(tensor_f) != len(loop_f):
+        return None
+    a_ids = {id(f) for f in _factors(c.a)}
+    # the operands of the loop nest, factor for factor (lowering keeps the expression's shape)
+    in_a = [id(f) in a_ids for f in tensor_f]
+    a = _product([f for f, x in zip(loop_f, in_a) if x])
+    b = _product([f for f, x in zip(loop_f, in_a) if not x])
+    return GemmPlan(c, vars_, a, b, acc, store)
