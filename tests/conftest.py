@@ -13,8 +13,14 @@ import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import kerneldsl as kd
+
+# In CI the property tests replay the same examples every run: a red build is reproducible.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # One cache per test process, made before any kernel is built, unless the caller chose one.
 # tests/test_cache.py points KERNELDSL_CACHE elsewhere per test (monkeypatch) and restores it.

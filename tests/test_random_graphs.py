@@ -191,8 +191,23 @@ def test_random_graph_matches_reference(data, n, m, seed):
     feed = {p: _values(rs, tuple(sizes[d] for d in dims), p.dtype) for p, dims in g.tensors if p in g.inputs}
     with np.errstate(all="ignore"):
         want = kd.evaluate(outputs, feed)
-    f = kd.build(g.inputs, outputs)
-    got = f(*[feed[p] for p in g.inputs])
+    try:
+        f = kd.build(g.inputs, outputs)
+        got = f(*[feed[p] for p in g.inputs])
+    except Exception as e:
+        raise AssertionError("the graph:\n" + "\n".join(str(t) for t in outputs)) from e
     got = [got] if len(outputs) == 1 else list(got)
     for t, a, b in zip(outputs, got, want):
-        assert_same(a, b, **TOL.get(t.dtype, {}), what=f"{t.name}\n{t}\n")
+        assert_same(a, b, **TOL.get(_lowest_precision(t), {}), what=f"{t.name}\n{t}\n")
+
+
+def _lowest_precision(t) -> str:
+    """A float64 result computed through a float32 step is only as exact as float32."""
+    from kerneldsl.ir import expr as E
+    from kerneldsl.ir.tensor import ComputeOp, topo_order
+    seen = {t.dtype}
+    for op in topo_order([t]):
+        seen.add(op.dtype)
+        if isinstance(op, ComputeOp):
+            seen |= {n.dtype for n in E.walk(op.body)}
+    return "float32" if "float32" in seen else t.dtype

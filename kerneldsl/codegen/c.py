@@ -275,6 +275,9 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
             cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
             body = "\n".join([f"    if ({cond}) {{", *fast.stmt(k.body, "        "), "    } else {",
                               *p.stmt(k.body, "        "), "    }"])
+        if k.template == "gemm":  # a contraction: the GEMM template, the loop nest as its fallback
+            from .gemm import render_gemm
+            body = render_gemm(k, local, strides, printer_cls, unit, body)
         from ..ir.printer import expr_str
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),

@@ -51,6 +51,10 @@ class Kernel:
     op: ComputeOp
     body: Stmt
     fused: tuple = ()  # names of the producers inlined into this kernel
+    # a hand-shaped kernel replacing `body` in C (body stays: the interpreter and the fallback use it)
+    template: str | None = None  # "gemm": schedule/contraction.py, templates/c/gemm.c.j2
+    knobs: dict = field(default_factory=dict)  # the template's numeric choices (tile sizes, threads)
+    contraction: object = None  # the template's plan (contraction.GemmPlan)
 
     def __str__(self) -> str:
         fused = f"  (fused: {', '.join(self.fused)})" if self.fused else ""
@@ -131,6 +135,7 @@ class _Context:
     def lower_op(self, op: ComputeOp, fused: tuple = ()) -> Kernel:
         self.names = _Names()
         self.reduced: dict = {}
+        self.acc_depth: dict = {}  # accumulator Var -> loop depth where it is declared
         self.op = op
         self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
         self.axis_of = {v: a for a, v in self.vars.items()}
@@ -147,7 +152,8 @@ class _Context:
             else:
                 nest = For(self.vars[a], a.extent, nest, "vectorized" if innermost else "serial")
             nest = seq(*self.slots[axes[:k]], nest)
-        return Kernel(self.bufs[op].name, op, nest, tuple(fused))
+        from ..schedule.contraction import plan  # a contraction gets the GEMM template
+        return plan(Kernel(self.bufs[op].name, op, nest, tuple(fused)))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
     def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
@@ -213,10 +219,14 @@ class _Context:
     def reduce(self, e: E.Reduce, guard, guarded, enclosing):
         """A reduction is computed at the outermost loop depth where everything it reads is bound
         (loop-invariant code motion): inside a row loop, not inside the column loop of the row."""
-        used = E.free_axes(e)
-        if guard is not None:
-            used |= {self.axis_of[v] for v in E.walk(guard) if v in self.axis_of}
-        depth = max((k + 1 for k, a in enumerate(enclosing) if a in used), default=0)
+        used, floor = E.free_axes(e), 0
+        if guard is not None:  # the guard reads loop variables and accumulators: it pins us inside them
+            for v in E.walk(guard):
+                if v in self.axis_of:
+                    used.add(self.axis_of[v])
+                elif v in self.acc_depth:
+                    floor = max(floor, self.acc_depth[v])
+        depth = max(max((k + 1 for k, a in enumerate(enclosing) if a in used), default=0), floor)
         hoist = depth < len(enclosing) and enclosing[:depth] in self.slots
         where = enclosing[:depth] if hoist else enclosing
         key = (e, guard, where)  # one accumulator per reduction and placement: computed once
@@ -224,6 +234,7 @@ class _Context:
             return [], self.reduced[key]
         stmts, acc = self._reduce(e, guard, guarded, where)
         self.reduced[key] = acc
+        self.acc_depth[acc] = len(where)
         if hoist:
             self.slots[where].extend(stmts)
             return [], acc

@@ -42,7 +42,7 @@ _MVEC = ("-DKD_USE_MVEC", "-lmvec") if (_GLIBC >= (2, 35) and any(
     os.path.exists(os.path.join(d, "libmvec.so.1"))
     for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64"))) else ()
 DEFAULT_CFLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp", "-fwrapv", "-fno-math-errno",
-                                  "-fno-trapping-math", *_MVEC)
+                                  "-fno-trapping-math", "-ffp-contract=off", *_MVEC)
 _MAX_OUTPUT = 4000  # characters of compiler output quoted in a CompileError message
 
 

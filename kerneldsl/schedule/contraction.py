@@ -32,7 +32,9 @@ import subprocess
 from dataclasses import dataclass, replace
 
 from ..ir import expr as E
-from ..ir.loops import Assign, Declare, For, Seq, Store
+from ..ir.bounds import interval
+from ..ir.loops import Assign, Checked, Declare, For, Seq, Store
+from ..ir.simplify import simplify
 from ..ir.tensor import ComputeOp
 
 FLOATS = ("float32", "float64")
@@ -283,6 +285,57 @@ def _lowered(body, c: Contraction) -> GemmPlan | None:
     a_ids = {id(f) for f in _factors(c.a)}
     # the operands of the loop nest, factor for factor (lowering keeps the expression's shape)
     in_a = [id(f) in a_ids for f in tensor_f]
-    a = _product([f for f, x in zip(loop_f, in_a) if x])
-    b = _product([f for f, x in zip(loop_f, in_a) if not x])
+    axis_of = {v: a for a, v in vars_.items()}
+    a = _drop_proven_checks(_product([f for f, x in zip(loop_f, in_a) if x]), axis_of)
+    b = _drop_proven_checks(_product([f for f, x in zip(loop_f, in_a) if not x]), axis_of)
+    store = Store(store.buffer, store.indices, _drop_proven_checks(store.value, axis_of))
     return GemmPlan(c, vars_, a, b, acc, store)
+
+
+# --- checks that cannot fail ------------------------------------------------------------------
+# Lowering checks every index read under a `where` per element (kd_chk), since it cannot know
+# which points are read. Packing reads operands once per element, so a check costs as much as
+# the read and keeps the loop scalar. A check is dropped when it provably never fails: its
+# range over the axes lies inside the dimension, or the `where` guarding the read says so.
+# Conv2d's padding: where((y + kh - 1 >= 0) & (y + kh - 1 < h) & ..., X[n, c, y + kh - 1, ...], 0)
+# guards exactly the index it checks; n and c range over the axes of X's own sizes.
+
+def _facts(cond: E.Expr) -> set:
+    """The conjuncts of an integer condition, each as the canonical `e` of `e >= 0`."""
+    if isinstance(cond, E.Binary) and cond.op == "and" and cond.dtype == "bool":
+        return _facts(cond.a) | _facts(cond.b)
+    if isinstance(cond, E.Binary) and cond.op in ("ge", "gt", "le", "lt") and cond.a.dtype == "int64":
+        a, b = (cond.a, cond.b) if cond.op in ("ge", "gt") else (cond.b, cond.a)
+        return {simplify(a - b - 1 if cond.op in ("gt", "lt") else a - b)}
+    return set()
+
+
+def _proven(chk: Checked, facts: set, axis_of: dict) -> bool:
+    index, extent = chk.index, chk.extent
+    rng = interval(E.substitute(index, axis_of)) if not any(
+        isinstance(n, (E.Load, Checked)) for n in E.walk(index)) else None
+    lo_ok = simplify(index) in facts or (rng is not None and _true(rng[0] >= 0))
+    hi_ok = simplify(extent - 1 - index) in facts or (rng is not None and _true(rng[1] < extent))
+    return lo_ok and hi_ok
+
+
+def _true(cond: E.Expr) -> bool:
+    c = simplify(cond)
+    return isinstance(c, E.Const) and bool(c.value)
+
+
+def _drop_proven_checks(e: E.Expr, axis_of: dict, facts: frozenset = frozenset()) -> E.Expr:
+    if isinstance(e, Checked):
+        index = _drop_proven_checks(e.index, axis_of, facts)
+        chk = Checked(index, e.extent, e.code)
+        return index if _proven(chk, facts, axis_of) else chk
+    if isinstance(e, E.Select):
+        cond = _drop_proven_checks(e.cond, axis_of, facts)
+        a = _drop_proven_checks(e.a, axis_of, facts | _facts(e.cond))
+        b = _drop_proven_checks(e.b, axis_of, facts)
+        return E.Select(cond, a, b, e.dtype)
+    kids = e.children()
+    if not kids:
+        return e
+    new = tuple(_drop_proven_checks(k, axis_of, facts) for k in kids)
+    return e if all(x is y for x, y in zip(kids, new)) else E.rebuild(e, new)

@@ -5,12 +5,10 @@
 
 #define KD_UNUSED __attribute__((unused))
 
-/* Every multiply and add rounds on its own, as numpy's do: no contraction into fused multiply-adds
-   (GCC contracts by default, and `x*y - x*y` would then not be 0). */
+/* Every multiply and add rounds on its own, as numpy's do (`x*y - x*y` is 0): the default flags
+   carry -ffp-contract=off; contraction kernels use explicit fused multiply-adds where they want them. */
 #if defined(__clang__)
 #pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize ("fp-contract=off")
 #endif
 
 #ifdef KD_USE_MVEC
