@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import assert_same, rng
 
 import kerneldsl as kd
-from conftest import assert_same, rng
 from kerneldsl.ir import expr as E
 from kerneldsl.ir.loop_interp import run_module
 from kerneldsl.ir.lower import lower
@@ -145,7 +145,7 @@ def test_graph_prints_one_line_per_op_with_dtypes():
 def test_module_prints_the_loop_nest():
     ins, outs = _matmul()
     f = kd.build(ins, outs)
-    text = re.sub(r"  # (vectorized|unrolled)$", "", str(f.module), flags=re.M)  # the schedule's marks
+    text = re.sub(r"  # (vectorized|unrolled)$", "", str(f.module), flags=re.MULTILINE)  # the schedule's marks
     assert text == "\n".join([
         "# kernel C",
         "for i in range(n):  # parallel",

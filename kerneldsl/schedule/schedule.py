@@ -53,7 +53,8 @@ class Trace:
             for s in self.steps)
 
 
-LOOP_PRIMITIVES = ("split", "tile", "reorder", "fuse", "unroll", "vectorize", "parallel", "bind", "serial")
+LOOP_PRIMITIVES = ("split", "tile", "reorder", "fuse", "unroll", "vectorize", "parallel", "bind", "serial",
+                   "decompose_reduction")
 GPU_AXES = {"blockIdx.x": "block_x", "blockIdx.y": "block_y", "blockIdx.z": "block_z",
             "threadIdx.x": "thread_x", "threadIdx.y": "thread_y", "threadIdx.z": "thread_z"}
 
@@ -187,6 +188,14 @@ class Schedule:
         k = self.kernel(loop.kernel)
         self._set_body(k, P.set_kind(k.body, loop.name, GPU_AXES[axis]))
         self._record({"primitive": "bind", "kernel": k.name, "loop": loop.name, "axis": axis})
+
+    def decompose_reduction(self, loop: LoopRef) -> None:
+        """Accumulate the reduction below `loop` in the output array (see primitives.py), so that
+        its loops can be reordered with the output loops."""
+        loop = self._ref(loop)
+        k = self.kernel(loop.kernel)
+        self._set_body(k, P.decompose_reduction(k.body, loop.name))
+        self._record({"primitive": "decompose_reduction", "kernel": k.name, "loop": loop.name})
 
     def compute_inline(self, tensor) -> None:
         """Inline an elementwise producer into its consumers (no array for it)."""
