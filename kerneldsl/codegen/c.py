@@ -290,5 +290,7 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
                       for s in module.sizes if s in entry_used]
     prelude = (TEMPLATES / "c" / "prelude.h").read_text()
+    if not version:
+        from .. import __version__ as version
     return environment().get_template("c/module.c.j2").render(
         version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue)
