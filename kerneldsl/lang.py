@@ -58,8 +58,8 @@ def compute(shape, fcompute: Callable, name: str | None = None, dtype=None) -> C
     uid = new_uid()
     name = check_name(name, "compute") if name is not None else f"t{uid}"
     shape = _shape(shape, f"compute {name}")
-    params = [p for p in inspect.signature(fcompute).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    params = [p for p in inspect.signature(fcompute).parameters.values()  # `lambda i, f=f:` captures f
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     if len(params) != len(shape) and not any(
             p.kind == p.VAR_POSITIONAL for p in inspect.signature(fcompute).parameters.values()):
         raise ShapeError(f"compute {name} has {len(shape)} dimension(s) but its function takes "
