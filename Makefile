@@ -23,7 +23,7 @@ demo: $(STAMP)/dev
 	$(PYTHON) tutorials/01_first_kernel.py
 
 bench: $(STAMP)/bench
-	$(PYTHON) benchmarks/bench_core.py
+	$(PYTHON) benchmarks/bench_core.py && $(PYTHON) benchmarks/bench_cpu.py
 
 clean:
 	rm -rf $(STAMP) .pytest_cache .hypothesis build *.egg-info

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_same, rng
 
 import kerneldsl as kd
-from conftest import assert_same, rng
 from kerneldsl.schedule import contraction as CT
 
-TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
+TOL = {"float32": {"rtol": 2e-5, "atol": 2e-5}, "float64": {"rtol": 1e-12, "atol": 1e-12}}
 def small(dtype):
     """Tiny blocks, so that small sizes cross every block edge: K blocks, MC row blocks, NC panels."""
     mr, nr = CT.default_knobs(dtype)["mr"], CT.default_knobs(dtype)["nr"]
-    return dict(min_work=0, kc=5, mc=2 * mr, nc=2 * nr)
+    return {"min_work": 0, "kc": 5, "mc": 2 * mr, "nc": 2 * nr}
 
 
 def matmul(dtype="float32", ta=False, tb=False):
@@ -70,7 +70,7 @@ def conv2d(dtype="float32", stride=1, pad=1, nhwc=False):
 def conv_ref(x, wt, bias, stride, pad):
     """NCHW conv2d in numpy (float64)."""
     x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, ci, h, w = x.shape
+    n, _, h, w = x.shape
     oh, ow = (h - 3) // stride + 1, (w - 3) // stride + 1
     out = np.zeros((n, wt.shape[0], oh, ow))
     for kh in range(3):
@@ -142,9 +142,8 @@ def test_knobs_are_on_the_kernel_and_checked():
     with CT.knobs(kc=64):
         (k,) = kd.build([A, B], [C]).kernels
     assert k.knobs["kc"] == 64 and {"mr", "nr", "mc", "nc", "threads"} <= set(k.knobs)
-    with pytest.raises(ValueError, match="multiple of the vector lanes"):
-        with CT.knobs(nr=k.knobs["lanes"] + 1):
-            kd.build([A, B], [C])
+    with pytest.raises(ValueError, match="multiple of the vector lanes"), CT.knobs(nr=k.knobs["lanes"] + 1):
+        kd.build([A, B], [C])
     with CT.knobs(enabled=False):
         assert kd.build([A, B], [C]).kernels[0].template is None
 

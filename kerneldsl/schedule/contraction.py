@@ -59,7 +59,7 @@ class Contraction:
     epilogue: E.Expr
 
     def __str__(self) -> str:
-        names = lambda axes: "(" + ", ".join(a.name for a in axes) + ")"  # noqa: E731
+        names = lambda axes: "(" + ", ".join(a.name for a in axes) + ")"
         return (f"contraction {self.op.name}: batch {names(self.batch)}, M {names(self.m)}, "
                 f"N {names(self.n)}, K {names(self.k)}; A = {self.a}; B = {self.b}; "
                 f"C = {self.epilogue}")
@@ -153,7 +153,7 @@ def _host_isa(cc: tuple, flags: tuple) -> Isa:
     keep = [f for f in flags if f.startswith(("-m", "-f")) and f != "-fopenmp"]
     try:
         out = subprocess.run([*cc, *keep, "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
-                             text=True, timeout=30).stdout
+                             text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         out = ""
     if "__AVX512F__" in out:
@@ -177,7 +177,7 @@ _TILES = {
     ("generic", "float32"): (4, 8), ("generic", "float64"): (4, 4),
 }
 KNOB_NAMES = ("mr", "nr", "kc", "mc", "nc", "threads", "min_work")
-_overrides: contextvars.ContextVar = contextvars.ContextVar("kerneldsl_gemm_knobs", default={})
+_overrides: contextvars.ContextVar = contextvars.ContextVar("kerneldsl_gemm_knobs", default=None)
 
 
 @contextlib.contextmanager
@@ -191,7 +191,7 @@ def knobs(**values):
     bad = set(values) - set(KNOB_NAMES) - {"enabled"}
     if bad:
         raise ValueError(f"unknown GEMM knob(s) {', '.join(sorted(bad))}; known: {', '.join(KNOB_NAMES)}, enabled")
-    token = _overrides.set({**_overrides.get(), **values})
+    token = _overrides.set({**(_overrides.get() or {}), **values})
     try:
         yield
     finally:
@@ -213,7 +213,7 @@ def default_knobs(dtype: str, isa: Isa | None = None) -> dict:
 
 def resolve_knobs(dtype: str) -> dict | None:
     """Defaults with the active overrides applied and checked; None when the template is off."""
-    over = dict(_overrides.get())
+    over = dict(_overrides.get() or {})
     env = os.environ.get("KERNELDSL_GEMM", "1").strip().lower()
     if not over.pop("enabled", env not in ("0", "off", "false", "no")):
         return None
