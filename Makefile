@@ -23,7 +23,11 @@ demo: $(STAMP)/dev
 	$(PYTHON) tutorials/01_first_kernel.py
 
 bench: $(STAMP)/bench
-	$(PYTHON) benchmarks/bench_core.py && $(PYTHON) benchmarks/bench_cpu.py
+	$(PYTHON) benchmarks/bench_core.py
+	$(PYTHON) benchmarks/bench_rows.py
+	$(PYTHON) benchmarks/bench_cpu.py
+	$(PYTHON) benchmarks/bench_autodiff.py
+	$(PYTHON) benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(STAMP) .pytest_cache .hypothesis build *.egg-info

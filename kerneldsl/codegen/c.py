@@ -125,6 +125,29 @@ class CPrinter:
             parts.append(f"{self.expr(ix)} * {st}")
         return " + ".join(parts)
 
+    def _extreme_loop(self, s: For, indent: str, acc, v, op: str, nan_aware: bool) -> list[str]:
+        """A max/min reduction loop as SIMD lanes: `reduction(max:acc)` over the plain comparison,
+        and, for floats, a flag that any lane saw NaN, which then wins as in np.max."""
+        a, lv, it = self.name(acc), self.name(v), self.name(s.var)
+        body = s.body.stmts if isinstance(s.body, Seq) else (s.body,)
+        decl = body[0]
+        sym = ">" if op == "max" else "<"
+        flag = f"{a}_nan"
+        clause = f" reduction({op}:{a})" + (f" reduction(|:{flag})" if nan_aware else "")
+        out = [f"{indent}{{"]
+        if nan_aware:
+            out.append(f"{indent}    int {flag} = 0;")
+        out += [f"{indent}    #pragma omp simd{clause}",
+                f"{indent}    for (int64_t {it} = 0; {it} < {self.expr(s.extent)}; ++{it}) {{",
+                f"{indent}        {CTYPE[v.dtype]} {lv} = {self.expr(decl.init)};",
+                f"{indent}        {a} = {lv} {sym} {a} ? {lv} : {a};"]
+        if nan_aware:
+            out.append(f"{indent}        {flag} |= {lv} != {lv};")
+        out.append(f"{indent}    }}")
+        if nan_aware:
+            out.append(f"{indent}    if ({flag}) {a} = {c_const(float('nan'), acc.dtype)};")
+        return out + [f"{indent}}}"]
+
     def _reduction_clause(self, loop: For) -> str:
         """`reduction(+:acc)` for accumulators updated but not declared in the loop body."""
         body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
@@ -146,6 +169,9 @@ class CPrinter:
         if isinstance(s, For):
             v = self.name(s.var)
             out = []
+            extreme = _extreme_reduction(s)
+            if extreme is not None and s.kind == "serial":
+                return self._extreme_loop(s, indent, *extreme)
             if s.kind == "parallel":
                 work = self.expr(s.work) if s.work is not None else self.expr(s.extent)
                 simd = " simd" if _innermost(s) and _vectorizable(s.body) else ""
@@ -173,6 +199,27 @@ class CPrinter:
 
 
 from ..ir.lower import PARALLEL_MIN_WORK, _vectorizable  # noqa: E402
+
+
+def _extreme_reduction(loop: For):
+    """(acc, v, "max"|"min", nan_aware) when the loop is exactly lowering's max/min update
+    `v = <expr>; if (v > acc) | (v != v): acc = v` (no checked reads), else None."""
+    body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
+    if len(body) != 2 or not isinstance(body[0], Declare) or not isinstance(body[1], IfThenElse):
+        return None
+    decl, branch = body
+    v = decl.var
+    if branch.otherwise is not None or not isinstance(branch.then, Assign) or branch.then.value is not v:
+        return None
+    acc = branch.then.var
+    if acc.dtype != v.dtype or not _vectorizable(Seq((decl,))):
+        return None
+    for op, cmp in (("max", v > acc), ("min", v < acc)):
+        if branch.cond is cmp and v.dtype in ("int32", "int64"):
+            return acc, v, op, False
+        if v.dtype in ("float32", "float64") and branch.cond is (cmp | (v != v)):  # noqa: PLR0124
+            return acc, v, op, True
+    return None
 
 
 def _innermost(loop: For) -> bool:
