@@ -18,7 +18,7 @@ from .ir.expr import Expr
 from .ir.tensor import ComputeOp, Placeholder, Tensor
 from .lang import (abs, argmax, argmin, cast, ceil, compute, const, cos, erf, exp, expm1, floor, log,
                    log1p, max, maximum, min, minimum, placeholder, pow, prod, reduce_axis, rsqrt, sigmoid,
-                   sin, size, sizes, sqrt, sum, tanh, where)
+                   sin, size, sizes, sqrt, stop_gradient, sum, tanh, where)
 from .reference import evaluate
 from .schedule.schedule import LoopRef, Schedule, Trace, schedule
 
@@ -26,7 +26,7 @@ __all__ = [
     "build", "evaluate", "schedule", "Schedule", "Trace", "LoopRef", "grad", "check_grad", "compute", "placeholder", "reduce_axis", "size", "sizes",
     "sum", "prod", "max", "min", "argmax", "argmin", "where", "cast", "const",
     "exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sqrt", "rsqrt", "abs", "sin", "cos",
-    "floor", "ceil", "minimum", "maximum", "pow",
+    "floor", "ceil", "minimum", "maximum", "pow", "stop_gradient",
     "ShapeError", "DTypeError", "CompileError", "ScheduleError",
     "Expr", "Tensor", "Placeholder", "ComputeOp",
 ]

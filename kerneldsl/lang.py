@@ -196,6 +196,8 @@ ceil = _intrinsic("ceil")
 minimum = _intrinsic("minimum")
 maximum = _intrinsic("maximum")
 pow = _intrinsic("pow")  # noqa: A001
+stop_gradient = _intrinsic("stop_gradient")
+stop_gradient.__doc__ = "The value of x, through which kd.grad passes no gradient."
 
 
 def shape_of(t: Tensor) -> Sequence:

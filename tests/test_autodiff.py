@@ -399,3 +399,18 @@ def test_tutorial_runs():
                        check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "gradient check passed" in r.stdout
+
+
+def test_stop_gradient_passes_the_value_and_no_gradient():
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float64", name="x")
+    r = kd.reduce_axis(n, name="r")
+    mx = kd.compute((), lambda: kd.max(x[r], axis=r), name="mx")
+    y = kd.compute((n,), lambda i: x[i] - kd.stop_gradient(mx[()]), name="y")
+    loss = kd.compute((), lambda: kd.sum(y[r] * y[r], axis=r), name="loss")
+    (dx,) = kd.grad(loss, [x])
+    xs = np.array([0.5, 2.0, -1.0])
+    (got,) = kd.evaluate([dx], {x: xs})
+    np.testing.assert_allclose(got, 2 * (xs - xs.max()))  # as if the max were a constant
+    assert "argmax" not in str(dx)
+    np.testing.assert_allclose(kd.build([x], [dx])(xs), got)

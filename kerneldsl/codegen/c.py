@@ -175,7 +175,7 @@ class CPrinter:
             if s.kind == "parallel":
                 work = self.expr(s.work) if s.work is not None else self.expr(s.extent)
                 simd = " simd" if _innermost(s) and _vectorizable(s.body) else ""
-                out.append(f"{indent}#pragma omp parallel for{simd} schedule(static) "
+                out.append(f"{indent}#pragma omp parallel for{simd} schedule(static){self._reduction_clause(s)} "
                            f"if ({work} >= {PARALLEL_MIN_WORK})")
             elif s.kind == "unrolled":
                 out.append(f"{indent}#pragma GCC unroll 16")

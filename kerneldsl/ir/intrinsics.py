@@ -116,6 +116,9 @@ _ROWS = [
     Intrinsic("maximum", 2, _same_rule, np.maximum, lambda a, out: (_where(a[0] >= a[1], 1, 0), _where(a[0] >= a[1], 0, 1)),
               {"float32": "kd_max_f32({0}, {1})", "float64": "kd_max_f64({0}, {1})",
                **_ints("max", 2), "bool": "({0} || {1})"}),
+    # identity forward, no gradient: e.g. the max subtracted in a stable log-softmax, whose gradient
+    # contribution cancels exactly (as jax.lax.stop_gradient in jax.nn.log_softmax)
+    Intrinsic("stop_gradient", 1, _same_rule, lambda x: x, lambda a, out: (0,), {"*": "{0}"}),
     Intrinsic("pow", 2, _pow_rule, _pow_np, lambda a, out: (a[1] * E.call("pow", a[0], a[1] - 1),
                                  _where(a[0] > 0, out * E.call("log", _where(a[0] > 0, a[0], 1)), 0)),
               {"float32": "powf({0}, {1})", "float64": "pow({0}, {1})", **_ints("pow", 2)}),

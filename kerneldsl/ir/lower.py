@@ -269,8 +269,14 @@ class _Context:
             step = seq(*cs, IfThenElse(c, step))
         nest = seq(*self.slots.pop(enclosing), step)
         simd = e.combiner in ("sum", "prod") and e.cond is None and _vectorizable(nest)
+        # a scalar sum/product has no output loop to parallelize: its outermost loop is parallel,
+        # each thread summing a share (the C printer adds the reduction clause)
+        par = outer == 0 and not self.op.axes and e.combiner in ("sum", "prod")
         for k in reversed(range(outer, len(enclosing))):
             a = enclosing[k]
+            if par and k == outer and not (simd and k == len(enclosing) - 1):
+                nest = For(self.vars[a], a.extent, nest, "parallel", _work(self.op))
+                continue
             nest = For(self.vars[a], a.extent, nest, "vectorized" if simd else "serial")
             simd = False
             if k > outer:
