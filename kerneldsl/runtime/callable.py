@@ -56,6 +56,9 @@ class Function:
         self._derived = shape_function([p.shape for p in self.inputs], slot)
         self._shapes = shape_function([t.shape for t in self.outputs + tuple(self._temps)], slot)
         self._out_dtypes = [np.dtype(t.dtype) for t in self.outputs + tuple(self._temps)]
+        # shapes made of sizes and constants can't go negative: skip that check per call
+        self._may_be_negative = any(not isinstance(d, (E.SizeVar, E.Const))
+                                    for t in self.outputs + tuple(self._temps) for d in t.shape)
         self._nout = len(self.outputs)
 
     def _fast_sizes(self, arrays):
@@ -84,27 +87,38 @@ class Function:
             named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
             sizes = [named[s] for s in self.module.sizes]
         shapes = self._shapes(sizes)
-        if any(d < 0 for shape in shapes for d in shape):
+        if self._may_be_negative and any(d < 0 for shape in shapes for d in shape):
             named = dict(zip(self.module.sizes, sizes))
             for t in self.outputs + tuple(self._temps):
                 concrete_shape(t, named)  # raises the ShapeError naming the tensor
-        arrays = [a if a.flags.aligned else np.ascontiguousarray(a) for a in arrays]
         if out is None:
             outs = [(np.empty(s, dtype=d), False) for s, d in zip(shapes[:self._nout], self._out_dtypes)]
         else:
             outs = self._outputs(shapes[:self._nout], out, arrays)
         targets = [o if not alias else np.empty(o.shape, o.dtype) for o, alias in outs]
         temps = [np.empty(s, dtype=d) for s, d in zip(shapes[self._nout:], self._out_dtypes[self._nout:])]
-        bufs = arrays + targets + temps
         meta = list(sizes)
-        for a in bufs:
-            isz = a.itemsize
-            # an empty array's loads are all out of range; a failed check reads element 0, which
-            # zero strides keep on the dummy pointer whatever the other indices are
-            meta.extend(s // isz if a.size else 0 for s in a.strides)
-        ptrs = (ctypes.c_void_p * self._nbufs)(*[a.ctypes.data if a.size else _DUMMY_PTR for a in bufs])
+        ptrs = []
+        for k, a in enumerate(arrays):
+            p = a.ctypes.data
+            if p % a.itemsize:  # misaligned (a view into a byte buffer): read a copy
+                a = arrays[k] = np.ascontiguousarray(a)
+                p = a.ctypes.data
+            ptrs.append(p)
+        bufs = arrays + targets + temps
+        ptrs += [a.ctypes.data for a in targets + temps]
+        for k, a in enumerate(bufs):
+            if a.size:
+                isz = a.itemsize
+                meta += [st // isz for st in a.strides]
+            else:
+                # an empty array's loads are all out of range; a failed check reads element 0,
+                # which zero strides keep on the dummy pointer whatever the other indices are
+                meta += [0] * a.ndim
+                ptrs[k] = _DUMMY_PTR
+        ptrs = (ctypes.c_void_p * self._nbufs)(*ptrs)
         meta_arr = (ctypes.c_int64 * max(self._nmeta, 1))(*meta)
-        report = (ctypes.c_int64 * 2)(0, 0)
+        report = (ctypes.c_int64 * 2)()
         rc = self._entry(ptrs, meta_arr, report)
         if rc:
             raise self._error(rc, dict(zip(self.module.sizes, sizes)), report[1])
