@@ -5,7 +5,9 @@ Run: python benchmarks/bench_gpu.py   (needs a CUDA GPU, nvcc, and PyCUDA or CuP
 Workloads (the CUDA issue's list):
   fused elementwise, 2^26 float32     tanh(x*w + b) * sigmoid(y) + log1p(|z|)
   row softmax 8192 x 4096              the row-reduction schedule
-  SGEMM 4096^3, strict fp32            (torch with TF32 off)
+  SGEMM 4096^3, strict fp32            (torch with TF32 off); the GEMM template
+                                       (templates/cuda/gemm.cu.j2), timed with numpy inputs
+                                       and with device-resident inputs/outputs (no copies)
   conv2d fwd + bwd, 64->64 3x3, batch 128, 32x32
   exp of 230400 elements x 1000 calls  GPU vs CPU (per-call overhead dominates)
 
@@ -74,11 +76,17 @@ def sgemm(n: int, torch):
     r = kd.reduce_axis(K, "r")
     C = kd.compute((M, N), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
     f = kd.build([A, B], [C], target="cuda")
+    assert [L.schedule for L in f.launches] == ["gemm"], "SGEMM must take the tiled GEMM template"
+    res = f.resources[f.launches[0].kernel]
+    print(f"SGEMM kernel: {res['registers']} registers, {res['shared']} B shared, "
+          f"{res['spill_stores']} B spill stores")
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     row = {"kerneldsl": timeit(lambda: f(a, a), repeat=3, warmup=1)}
     if torch is not None:
         torch.backends.cuda.matmul.allow_tf32 = False
         ta = torch.from_numpy(a).cuda()
+        # GPU arrays in, GPU arrays out: the kernel alone (the callable synchronizes)
+        row["kerneldsl-device"] = timeit(lambda: f(ta, ta), repeat=3, warmup=1)
         row["torch"] = timeit(lambda: (ta @ ta, torch.cuda.synchronize()), repeat=5)
     return row
 

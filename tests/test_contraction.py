@@ -257,3 +257,78 @@ def test_bounds_errors_still_come_from_lowering():
     assert f.kernels[0].template == "gemm"
     with pytest.raises(IndexError):
         f(np.ones((4, 3), np.float32), np.ones((3, 4), np.float32))
+
+
+# --- backward kernels from kd.grad --------------------------------------------------------------
+
+def conv_grad_ref(x, wt, dy, stride, pad):
+    """dX and dW of conv_ref (no bias) in numpy (float64): the adjoint of each tap's strided patch."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp, dw = np.zeros_like(xp), np.zeros(wt.shape)
+    oh, ow = dy.shape[2:]
+    dy = dy.astype(np.float64)
+    for kh in range(3):
+        for kw in range(3):
+            win = (slice(None), slice(None), slice(kh, kh + stride * (oh - 1) + 1, stride),
+                   slice(kw, kw + stride * (ow - 1) + 1, stride))
+            dw[:, :, kh, kw] = np.einsum("nchw,nohw->oc", xp[win], dy)
+            dxp[win] += np.einsum("nohw,oc->nchw", dy, wt[:, :, kh, kw].astype(np.float64))
+    return dxp[:, :, pad:pad + x.shape[2], pad:pad + x.shape[3]], dw
+
+
+def test_conv2d_input_gradient_moves_its_where_onto_the_gradient_operand():
+    X, W, _, Y = conv2d(stride=2)
+    dY = kd.placeholder(Y.shape, name="dY")
+    dX, dW = kd.grad(Y, [X, W], dy=dY)
+    c = CT.match(dX)  # dX[b, rc, ...] = sum((c, rh, rw), dY[...] * W[c, rc, rh, rw], where=padding/stride)
+    assert c is not None and c.guarded == "b" and str(c.a).startswith("W[")
+    assert str(c.b).startswith("where(") and "% 2 == 0" in str(c.b)
+    assert names(c.m) == ("rc",) and len(c.n) == 3 and names(c.k) == ("c", "rh", "rw")
+    assert CT.match(dW) is not None
+
+
+def test_a_where_reading_both_operands_stays_a_loop_nest():
+    n, k = kd.sizes("n k")
+    x = kd.placeholder((n, k), name="x")
+    r = kd.reduce_axis(k, name="r")
+    y = kd.compute((n, n), lambda i, j: kd.sum(x[i, r] * x[r, j], axis=r, where=i < j), name="y")
+    assert CT.match(y) is None
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 1), (2, 1), (1, 0), (2, 0)])
+def test_conv2d_backward_runs_the_gemm_template(stride, pad):
+    X, W, _, Y = conv2d(stride=stride, pad=pad)
+    dY = kd.placeholder(Y.shape, name="dY")
+    dX, dW = kd.grad(Y, [X, W], dy=dY)
+    with CT.knobs(**small("float32")):
+        f = kd.build([X, W, dY], [dX, dW])
+    assert [k.template for k in f.kernels] == ["gemm", "gemm"]
+    r = rng(7)
+    for n, ci, co, h, w in [(1, 1, 1, 3, 3), (2, 3, 5, 7, 6), (3, 2, 17, 9, 11), (2, 7, 3, 4, 10)]:
+        x = r.standard_normal((n, ci, h, w)).astype(np.float32)
+        wt = r.standard_normal((co, ci, 3, 3)).astype(np.float32)
+        oh, ow = (h + 2 * pad - 3) // stride + 1, (w + 2 * pad - 3) // stride + 1
+        dy = r.standard_normal((n, co, oh, ow)).astype(np.float32)
+        got = f(x, wt, dy)
+        want = conv_grad_ref(x, wt, dy, stride, pad)
+        ref = kd.evaluate([dX, dW], {X: x, W: wt, dY: dy})
+        for g, w_, e, what in zip(got, want, ref, ("dX", "dW")):
+            assert_same(g, w_.astype(np.float32), rtol=1e-4, atol=1e-4, what=f"{what} {(n, ci, co, h, w)}")
+            assert_same(g, e, rtol=1e-4, atol=1e-4, what=f"{what} {(n, ci, co, h, w)} vs evaluate")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_backward_runs_the_gemm_template(dtype):
+    A, B, C = matmul(dtype)
+    dC = kd.placeholder(C.shape, dtype, name="dC")
+    dA, dB = kd.grad(C, [A, B], dy=dC)
+    with CT.knobs(**small(dtype)):
+        f = kd.build([A, B, dC], [dA, dB])
+    assert [k.template for k in f.kernels] == ["gemm", "gemm"]
+    r = rng(8)
+    for n, k, m in SIZES:
+        a, b = r.standard_normal((n, k)).astype(dtype), r.standard_normal((k, m)).astype(dtype)
+        dc = r.standard_normal((n, m)).astype(dtype)
+        da, db = f(a, b, dc)
+        assert_same(da, (dc @ b.T).astype(dtype), **TOL[dtype], what=f"dA {n}x{k}x{m}")
+        assert_same(db, (a.T @ dc).astype(dtype), **TOL[dtype], what=f"dB {n}x{k}x{m}")

@@ -6,6 +6,8 @@ A row softmax goes through three targets: "c" (the CPU), "cuda-emu" (the generat
 run on kerneldsl's CPU emulator of a GPU: fibers for threads, real __syncthreads and warp
 shuffles) and "cuda" (a real GPU through PyCUDA or CuPy, only where one exists). We print
 the generated CUDA and what ptxas says about each kernel (registers, spills, shared memory).
+A dense layer then shows the GEMM template (shared-memory tiles, register tiles) and, on a
+GPU, arrays that stay on the device.
 """
 
 import shutil
@@ -56,3 +58,25 @@ if gpu_available():
     print("GPU:       max |Y - numpy| =", float(np.abs(f_gpu(x) - want).max()))
 else:
     print("GPU:       skipped (no CUDA GPU with PyCUDA or CuPy here)")
+
+# --- 4. a contraction: the tiled GEMM template -----------------------------------------------
+# tanh(A @ W + b) is recognised as a contraction with an epilogue: one block per 64 x 64 tile
+# of the output, K in slices of 16 through double-buffered shared memory, 4 x 4 per thread.
+n, k, m = kd.sizes("n k m")
+A, W, b = kd.placeholder((n, k), name="A"), kd.placeholder((k, m), name="W"), kd.placeholder((m,), name="b")
+r = kd.reduce_axis(k, "r")
+H = kd.compute((n, m), lambda i, j: kd.tanh(kd.sum(A[i, r] * W[r, j], axis=r) + b[j]), name="H")
+g = np.random.default_rng(1)
+a, w, bias = (g.standard_normal(s, dtype=np.float32) for s in ((70, 30), (30, 50), (50,)))
+if shutil.which("g++"):
+    f_dense = kd.build([A, W, b], [H], target="cuda-emu")
+    print("\ndense:     schedule", f_dense.launches[0].schedule, "| max |H - numpy| =",
+          float(np.abs(f_dense(a, w, bias) - np.tanh(a @ w + bias)).max()))
+if gpu_available():
+    f_dense = kd.build([A, W, b], [H], target="cuda")
+    try:  # GPU arrays in (CuPy here; PyTorch CUDA tensors and PyCUDA arrays work alike), GPU arrays out
+        import cupy
+        h = f_dense(cupy.asarray(a), cupy.asarray(w), cupy.asarray(bias))
+        print("dense on the GPU, device arrays in and out:", type(h).__name__, h.shape)
+    except ImportError:
+        print("dense on the GPU:", f_dense(a, w, bias).shape)

@@ -17,7 +17,7 @@ import jinja2
 
 from ..ir import expr as E
 from ..ir.intrinsics import INTRINSICS
-from ..ir.loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
+from ..ir.loops import Allocate, Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
 from ..ir.lower import Module
 
 CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t", "bool": "bool"}
@@ -64,6 +64,8 @@ class CPrinter:
         self.strides = strides  # Buffer -> tuple of C stride names
 
     def name(self, v) -> str:
+        if isinstance(v, Buffer) and v.role == "local" and v not in self.var_names:
+            return f"l_{v.name}"  # a local array (Allocate): named where it is used
         return self.var_names[v]
 
     def expr(self, e: E.Expr) -> str:
@@ -121,7 +123,8 @@ class CPrinter:
         if not indices:
             return "0"
         parts = []
-        for ix, st in zip(indices, self.strides[buf]):
+        strides = self.strides[buf] if buf.role != "local" else _local_strides(buf)
+        for ix, st in zip(indices, strides):
             parts.append(f"{self.expr(ix)} * {st}")
         return " + ".join(parts)
 
@@ -190,6 +193,10 @@ class CPrinter:
             return [f"{indent}{CTYPE[s.var.dtype]} {self.name(s.var)} = {self.expr(s.init)};"]
         if isinstance(s, Assign):
             return [f"{indent}{self.name(s.var)} = {self.expr(s.value)};"]
+        if isinstance(s, Allocate):  # a local array on the stack, scoped to its block
+            size = math.prod(int(d.value) for d in s.buffer.shape)
+            return [f"{indent}{{", f"{indent}    {CTYPE[s.buffer.dtype]} {self.name(s.buffer)}[{size}];",
+                    *self.stmt(s.body, indent + "    "), f"{indent}}}"]
         if isinstance(s, IfThenElse):
             out = [f"{indent}if ({self.expr(s.cond)}) {{", *self.stmt(s.then, indent + "    ")]
             if s.otherwise is not None:
@@ -220,6 +227,12 @@ def _extreme_reduction(loop: For):
         if v.dtype in ("float32", "float64") and branch.cond is (cmp | (v != v)):  # noqa: PLR0124
             return acc, v, op, True
     return None
+
+
+def _local_strides(buf: Buffer) -> tuple[str, ...]:
+    """Row-major strides of a local array (constant shape), as C literals."""
+    dims = [int(d.value) for d in buf.shape]
+    return tuple(str(math.prod(dims[k + 1:])) for k in range(len(dims)))
 
 
 def _innermost(loop: For) -> bool:
@@ -277,6 +290,9 @@ def _used(stmt_or_expr_list) -> set:
                 st(s.otherwise)
         elif isinstance(s, Assert):
             ex(s.cond)
+        elif isinstance(s, Allocate):
+            out.add(s.buffer)
+            st(s.body)
         elif isinstance(s, E.Expr):
             ex(s)
 

@@ -15,6 +15,10 @@ grid-stride loop; reductions stay serial inside each thread. For
         C[..] = v_acc;
     }
 
+gemm: a kernel that `schedule.contraction.match` recognises (matmul, batched, dense with an
+epilogue, implicit-GEMM conv) is a shared-memory tiled GEMM with double-buffered K slices
+and register tiles: templates/cuda/gemm.cu.j2, printed by codegen/cuda_gemm.py.
+
 row_reduce: a kernel whose per-row body is accumulator declarations, reductions
 (sum/max/min of one accumulator) over the last, contiguous axis, data-parallel loops
 over the row (a fused epilogue such as softmax's exp(x - max)) and per-row stores gets
@@ -39,14 +43,20 @@ from ..ir.loops import Declare, For, Seq, Stmt, Store
 from ..ir.lower import Kernel, Module
 from ..ir.printer import expr_str
 from .c import CTYPE, TEMPLATES, CPrinter, _used, environment, meta_layout
+from .cuda_gemm import GEMM_KNOB_RANGES
 
 KNOBS = {
     "threads_per_block": 256,  # grid-stride kernels; a multiple of 32 in [32, 1024]
     "row_threads": 256,  # row-reduction kernels (threads cooperating on one row); multiple of 32
     "max_blocks": 4096,  # grid-stride loops cover the rest
     "row_reduce": True,  # False: every kernel takes the grid-stride schedule
+    # contractions (codegen/cuda_gemm.py, templates/cuda/gemm.cu.j2): a BM x BN tile per block,
+    # a TM x TN register tile per thread, K walked BK at a time through `stages` shared buffers
+    "gemm": True,  # False: contractions take the grid-stride schedule
+    "gemm_bm": 64, "gemm_bn": 64, "gemm_bk": 16, "gemm_tm": 4, "gemm_tn": 4, "gemm_stages": 2,
 }
-KNOB_RANGES = {"threads_per_block": (32, 1024), "row_threads": (32, 1024), "max_blocks": (1, 1 << 20)}
+KNOB_RANGES = {"threads_per_block": (32, 1024), "row_threads": (32, 1024), "max_blocks": (1, 1 << 20),
+               **GEMM_KNOB_RANGES}
 ROW_COMBINERS = ("sum", "max", "min")
 ROW_DTYPES = ("float32", "float64", "int32", "int64")
 
@@ -65,6 +75,8 @@ def knobs(overrides: dict | None = None) -> dict:
     for name in ("threads_per_block", "row_threads"):
         if k[name] % 32:
             raise ValueError(f"CUDA knob {name} must be a multiple of the warp size 32, got {k[name]}")
+    from .cuda_gemm import check_knobs
+    check_knobs(k)
     return k
 
 
@@ -81,13 +93,13 @@ class Param:
 class Launch:
     """How the host launches one kernel: `blocks(work)` blocks of `threads` threads, `work` > 0."""
     kernel: str  # the __global__ function's name
-    schedule: str  # grid_stride | row_reduce | bound (loops the user bound with bind())
-    work: E.Expr  # output points (grid_stride), rows (row_reduce), blocks (bound); over sizes
+    schedule: str  # grid_stride | row_reduce | gemm | bound (loops the user bound with bind())
+    work: E.Expr  # output points (grid_stride), rows (row_reduce), tiles (gemm), blocks (bound); over sizes
     threads: int
     params: tuple  # of Param
 
     def blocks(self, work: int, max_blocks: int) -> int:
-        per = self.threads if self.schedule == "grid_stride" else 1  # row_reduce, bound: a block per unit
+        per = self.threads if self.schedule == "grid_stride" else 1  # row_reduce, gemm, bound: a block per unit
         return max(1, min(-(-work // per), max_blocks))
 
 
@@ -305,6 +317,16 @@ def _product(exprs) -> E.Expr:
     return simplify(w)
 
 
+def _gemm_plan(k: Kernel, kn: dict):
+    """The contraction plan when the GEMM template takes this kernel (float32/float64, tiles fit)."""
+    from .cuda_gemm import SHARED_LIMIT, gemm_plan, shared_bytes
+    if not kn["gemm"] or k.op.dtype not in ("float32", "float64"):
+        return None
+    if shared_bytes(kn, k.op.dtype) > SHARED_LIMIT:
+        return None
+    return gemm_plan(k)
+
+
 def render(module: Module, overrides: dict | None = None, version: str = "") -> CudaSource:
     """The .cu text of a module (kernels, and the emulator's host entry) and its launches."""
     kn = knobs(overrides)
@@ -344,7 +366,14 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
         bound = _bound_loops(k.body)
         loops, inner = _perfect_nest(k.body)
         plan = _row_plan(inner) if kn["row_reduce"] and not bound else None
-        if bound:  # the user's bind(): blocks over the first block loop, threads over the first thread loop
+        gp = _gemm_plan(k, kn) if not bound else None
+        if gp is not None:  # a contraction: the shared-memory tiled GEMM template
+            from .cuda_gemm import render_gemm, threads, tiles_work
+            work = tiles_work(gp, kn)
+            gemm_printer = CudaPrinter({**local, gp.acc: "kd_acc"}, strides)
+            info.update(schedule="gemm", threads=threads(kn), work=p.expr(work),
+                        body=render_gemm(gemm_printer, k, gp, kn))
+        elif bound:  # the user's bind(): blocks over the first block loop, threads over the first thread loop
             _check_bound(k, bound)
             blk = next((lp for lp in bound if lp.kind.startswith("block")), None)
             thr = next((lp for lp in bound if lp.kind.startswith("thread")), None)

@@ -105,6 +105,18 @@ class _Printer:
     # --- the pieces -----------------------------------------------------------------------
     def pack_a(self) -> list[str]:
         c, T, mr = self.c, self.T, self.mr
+        if _reads_along(self.plan.a, self.plan.vars, c.m, c.k):  # A[k, m]: walk the rows per k
+            value = self.plan.a
+            per_k = [*self.restore(c.m, "sm"),
+                     *self.runs(c.m, "kd_mcur", "kd_r",
+                                [f"kd_ap[(kd_r / {mr}) * {mr} * kd_kc + kd_k * {mr} + kd_r % {mr}] = "
+                                 + f"{self.p.expr(value)};"], not _checked(value)),
+                     *self.advance(c.k)]
+            pad = [f"for (int64_t kd_r = kd_mcur; kd_r % {mr}; ++kd_r) {{",
+                   f"    {T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
+                   f"    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) kd_d[kd_k * {mr}] = 0;", "}"]
+            return [*self.decode(c.m, "kd_ic"), *self.save(c.m, "sm"), *self.decode(c.k, "kd_pc"),
+                    "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {", *_ind(per_k), "}", *pad]
         row = [f"{T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
                *self.decode(c.k, "kd_pc"),
                "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {",
@@ -119,6 +131,18 @@ class _Printer:
         c, T, nr = self.c, self.T, self.nr
         value = self.plan.b
         simd = not _checked(value)
+        if c.k and _reads_along(value, self.plan.vars, c.k, c.n):  # B[n, k]: walk K per column
+            per_col = [f"{T} *restrict kd_d = kd_d0 + kd_c;", *self.decode(c.k, "kd_pc"),
+                       *self.runs(c.k, "kd_kc", "kd_k", [f"kd_d[kd_k * {nr}] = {self.p.expr(value)};"], simd),
+                       *self.advance(c.n)]
+            return [f"for (int64_t kd_s = 0; kd_s * {nr} < kd_ncur; ++kd_s) {{",
+                    f"    {T} *restrict kd_d0 = kd_bp + kd_s * {nr} * kd_kc;",
+                    f"    const int64_t kd_nv = kd_min_i64({nr}, kd_ncur - kd_s * {nr});",
+                    *_ind(self.decode(c.n, f"kd_jc + kd_s * {nr}")),
+                    "    for (int64_t kd_c = 0; kd_c < kd_nv; ++kd_c) {", *_ind(_ind(per_col)), "    }",
+                    "    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k)",
+                    f"        for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d0[kd_k * {nr} + kd_c] = 0;",
+                    "}"]
         per_k = [f"{T} *restrict kd_d = kd_d0 + kd_k * {nr};", *self.restore(c.n, "sn"),
                  *self.runs(c.n, "kd_nv", "kd_c", [f"kd_d[kd_c] = {self.p.expr(value)};"], simd),
                  f"for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d[kd_c] = 0;",
@@ -165,6 +189,26 @@ class _Printer:
 
 def _ind(lines: list[str]) -> list[str]:
     return ["    " + ln for ln in lines]
+
+
+def _reads_along(e: E.Expr, vars_: dict, walk: tuple, other: tuple) -> bool:
+    """Whether the operand's reads are contiguous along `walk`'s innermost axis rather than along
+    `other`'s: every load's last index reads that axis, and either not `other`'s innermost axis or
+    one of shorter constant extent (conv2d's dW reads X[n, c, ry + y, rx + x]: runs of x, not rx)."""
+    if not walk or not other:
+        return False
+    w, o = walk[-1], other[-1]
+    loads = [n for n in E.walk(e) if isinstance(n, E.Load) and n.indices]
+    if not loads:
+        return False
+    for ld in loads:
+        used = set(E.walk(ld.indices[-1]))
+        if vars_[w] not in used:
+            return False
+        if vars_[o] in used and not (isinstance(o.extent, E.Const) and (
+                not isinstance(w.extent, E.Const) or o.extent.value < w.extent.value)):
+            return False
+    return True
 
 
 def _checked(e: E.Expr) -> bool:

@@ -397,6 +397,8 @@ def rebuild(n: Expr, kids: tuple) -> Expr:
         return n if kids[0] is n.extent else IndexVar(n.name, kids[0], n.uid, n.reduce)
     if isinstance(n, Bound):
         return Bound(kids[0], kids[1], n.tensor, n.dim)
+    if hasattr(n, "rebuild"):  # nodes defined elsewhere (loops.Checked)
+        return n.rebuild(kids)
     return n
 
 

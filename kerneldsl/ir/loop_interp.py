@@ -12,7 +12,7 @@ import numpy as np
 from ..shapes import bind_sizes, concrete_shape
 from . import expr as E
 from .intrinsics import INTRINSICS
-from .loops import Assert, Assign, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
+from .loops import Allocate, Assert, Assign, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
 
 
 def run_module(module, arrays) -> list[np.ndarray]:
@@ -56,6 +56,15 @@ class Interpreter:
                 self.stmt(s.then)
             elif s.otherwise is not None:
                 self.stmt(s.otherwise)
+        elif isinstance(s, Allocate):
+            shape = tuple(int(self.expr(d)) for d in s.buffer.shape)
+            saved = self.bufs.get(s.buffer)
+            # not zero: a transform must not rely on a local array's first value (C leaves it undefined)
+            junk = np.nan if s.buffer.dtype.startswith("float") else 7
+            self.bufs[s.buffer] = np.full(shape, junk, dtype=s.buffer.dtype)
+            self.stmt(s.body)
+            if saved is not None:
+                self.bufs[s.buffer] = saved
         elif isinstance(s, Assert):
             if not bool(self.expr(s.cond)):
                 raise IndexError(f"entry check {s.code} failed: {s.cond}")

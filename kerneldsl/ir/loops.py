@@ -41,6 +41,9 @@ class Checked(E.Expr):
     def children(self):
         return (self.index, self.extent)
 
+    def rebuild(self, kids):
+        return Checked(kids[0], kids[1], self.code, self.dtype)
+
 
 class Stmt:
     def __str__(self) -> str:
@@ -95,6 +98,14 @@ class Assert(Stmt):
     code: int
 
 
+@dataclass(frozen=True, eq=False)
+class Allocate(Stmt):
+    """A local array live in `body` (a C array on the stack): partial accumulators of rfactor,
+    tiles of cache_read/cache_write. `buffer.role` is "local"; its shape is int64 Consts."""
+    buffer: Buffer
+    body: Stmt
+
+
 def seq(*stmts) -> Stmt:
     flat = []
     for s in stmts:
@@ -125,6 +136,10 @@ def stmt_lines(s: Stmt, indent: str = "") -> list[str]:
         if s.otherwise is not None:
             out += [f"{indent}else:", *stmt_lines(s.otherwise, indent + "  ")]
         return out
+    if isinstance(s, Allocate):
+        shape = ", ".join(expr_str(d) for d in s.buffer.shape)
+        return [f"{indent}allocate {s.buffer.name}: {s.buffer.dtype}[{shape}]  # local",
+                *stmt_lines(s.body, indent + "  ")]
     if isinstance(s, Assert):
         return [f"{indent}assert {expr_str(s.cond)}  # else error {s.code}"]
     return [f"{indent}<{type(s).__name__}>"]

@@ -10,7 +10,10 @@ Architecture: the present GPU's, else `KERNELDSL_CUDA_ARCH` (e.g. sm_80), else s
 
 The GPU path keeps the C callable's contract: numpy arrays in and out, the same input checks
 (inherited from Function), entry checks evaluated on the host before any launch, per-element
-index checks reported by the kernels through a small device `report` buffer.
+index checks reported by the kernels through a small device `report` buffer. Inputs may also
+be GPU arrays (CuPy, PyCUDA, PyTorch CUDA tensors: `__cuda_array_interface__` or DLPack, see
+runtime/device_arrays.py), read in place through their strides; `device_out=True` (the default
+when any input is a GPU array) leaves the outputs on the GPU as the driver's arrays.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from ..errors import CompileError
 from ..ir import expr as E
 from . import build as B
+from .device_arrays import DeviceArray, device_array, is_device_array
 
 NVCC_FLAGS = ("-O3", "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings")
 DEFAULT_ARCH = "sm_90"
@@ -218,6 +222,12 @@ class _PyCuda:
     def launch(self, fn, grid, block, args):
         fn(*args, grid=(grid, 1, 1), block=(block, 1, 1))
 
+    def empty_array(self, shape, dtype):
+        """A device array the caller keeps (device_out=True), and its pointer."""
+        from pycuda import gpuarray
+        a = gpuarray.empty(shape, dtype)
+        return a, int(a.gpudata) if a.size else 0
+
     def to_host(self, dst: np.ndarray, buf):
         if buf is not None:
             self.cuda.memcpy_dtoh(dst, buf)
@@ -254,6 +264,10 @@ class _CuPy:
 
     def launch(self, fn, grid, block, args):
         fn((grid,), (block,), args)
+
+    def empty_array(self, shape, dtype):
+        a = self.cp.empty(shape, dtype)
+        return a, int(a.data.ptr) if a.size else 0
 
     def to_host(self, dst: np.ndarray, buf):
         if buf is not None:
@@ -299,6 +313,18 @@ def eval_cond(e: E.Expr, sizes: dict) -> bool:
     raise ValueError(f"cannot evaluate the entry check {e} on the host")
 
 
+def _input(x, p):
+    """A numpy array (as the C target takes), or a DeviceArray describing a GPU array in place."""
+    from ..shapes import as_input_array
+    if is_device_array(x):
+        return device_array(x, f"input {p.name}")
+    return as_input_array(x, p)
+
+
+def _element_strides(a) -> tuple:
+    return a.strides if isinstance(a, DeviceArray) else tuple(st // a.itemsize for st in a.strides)
+
+
 def _gpu_function_class():
     from .callable import Function
 
@@ -320,11 +346,15 @@ def _gpu_function_class():
             self._temps = [module.tensors[b] for b in module.temps]
             self._plan()
 
-        def __call__(self, *args, out=None):
-            from ..shapes import as_input_array, bind_sizes, concrete_shape
+        def __call__(self, *args, out=None, device_out=None):
+            from ..shapes import bind_sizes, concrete_shape
             if len(args) != len(self.inputs):
                 raise TypeError(f"this function takes {len(self.inputs)} input(s), got {len(args)}")
-            arrays = [as_input_array(a, p) for a, p in zip(args, self.inputs)]
+            arrays = [_input(a, p) for a, p in zip(args, self.inputs)]
+            on_device = any(isinstance(a, DeviceArray) for a in arrays)
+            device_out = on_device if device_out is None else bool(device_out)
+            if device_out and out is not None:
+                raise ValueError("out= takes numpy arrays; with device_out=True the outputs are new GPU arrays")
             sizes = self._fast_sizes(arrays)
             if sizes is None:
                 named = bind_sizes(self.inputs, arrays)
@@ -333,14 +363,14 @@ def _gpu_function_class():
             for t in self.outputs + tuple(self._temps):
                 concrete_shape(t, named)  # a negative dimension raises the ShapeError naming t
             shapes = self._shapes(sizes)
-            bufs = [np.ascontiguousarray(a) for a in arrays]
+            bufs = [a if isinstance(a, DeviceArray) else np.ascontiguousarray(a) for a in arrays]
             bufs += [np.empty(s, dtype=d) for s, d in zip(shapes, self._out_dtypes)]
-            meta = list(sizes) + [st // a.itemsize for a in bufs for st in a.strides]
+            meta = list(sizes) + [st for a in bufs for st in _element_strides(a)]
             report = np.zeros(2, np.int64)
-            rc = self._run(bufs, named, meta, report)
+            rc, dev_out = self._run(bufs, named, meta, report, device_out)
             if rc:
                 raise self._error(rc, named, int(report[1]))
-            results = bufs[len(arrays):len(arrays) + self._nout]
+            results = dev_out if device_out else bufs[len(arrays):len(arrays) + self._nout]
             if out is not None:
                 out = (out,) if isinstance(out, np.ndarray) else tuple(out)
                 for o, r in zip(out, results):
@@ -348,14 +378,28 @@ def _gpu_function_class():
                 results = list(out)
             return results[0] if self._nout == 1 else tuple(results)
 
-        def _run(self, bufs, named, meta, report) -> int:
+        def _run(self, bufs, named, meta, report, device_out=False):
+            """(error code, the outputs as GPU arrays when device_out)."""
             from ..codegen.cuda import KNOBS
             from ..shapes import eval_int
             drv, m = self.drv, self.module
             for c in m.checks:
                 if not eval_cond(c.cond, named):
-                    return c.code
-            dev = [drv.to_device(a) if b.role == "input" else drv.empty(a.nbytes) for a, b in zip(bufs, m.buffers)]
+                    return c.code, None
+            dev, ptrs, kept = [], [], []
+            for a, b in zip(bufs, m.buffers):
+                if isinstance(a, DeviceArray):  # a GPU input: read in place
+                    dev.append(a)
+                    ptrs.append(a.ptr)
+                elif b.role == "output" and device_out:
+                    arr, ptr = drv.empty_array(a.shape, a.dtype)
+                    kept.append(arr)
+                    dev.append(arr)
+                    ptrs.append(ptr)
+                else:
+                    d = drv.to_device(a) if b.role == "input" else drv.empty(a.nbytes)
+                    dev.append(d)
+                    ptrs.append(drv.pointer(d))
             dev_report = drv.to_device(report)
             max_blocks = self.cuda_source.knobs.get("max_blocks", KNOBS["max_blocks"])
             for L in self.launches:
@@ -367,16 +411,18 @@ def _gpu_function_class():
                     if p.kind in ("size", "stride"):
                         args.append(np.int64(meta[p.index]))
                     else:
-                        args.append(np.uintp(drv.pointer(dev[p.index] if p.kind == "buf" else dev_report)))
+                        args.append(np.uintp(ptrs[p.index] if p.kind == "buf" else drv.pointer(dev_report)))
                 drv.launch(self._fns[L.kernel], L.blocks(work, max_blocks), L.threads, args)
             drv.synchronize()
             drv.to_host(report, dev_report)
             if report[0]:
-                return int(report[0])
+                return int(report[0]), None
+            if device_out:
+                return 0, kept
             for a, b, d in zip(bufs, m.buffers, dev):
                 if b.role == "output":
                     drv.to_host(a, d)
-            return 0
+            return 0, None
 
     return GpuFunction
 

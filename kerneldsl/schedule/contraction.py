@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 from ..ir import expr as E
 from ..ir.bounds import interval
-from ..ir.loops import Assign, Checked, Declare, For, Seq, Store
+from ..ir.loops import Assign, Checked, Declare, For, IfThenElse, Seq, Store
 from ..ir.simplify import simplify
 from ..ir.tensor import ComputeOp
 
@@ -45,7 +45,9 @@ class Contraction:
     """`op[batch, m, n] = epilogue(sum(k, a * b))`, with a over (batch, m, k) and b over (batch, n, k).
 
     `m`, `n`, `batch` list the op's axes (each group in the op's order), `k` the reduce axes;
-    `epilogue` is the op's body with the sum replaced by `acc`.
+    `epilogue` is the op's body with the sum replaced by `acc`. A sum's `where=cond` (autodiff's
+    padding and stride guards) becomes `where(cond, x, 0)` on the operand `guarded` whose axes the
+    condition reads: `sum(k, a * b, where=cond) = sum(k, where(cond, a, 0) * b)` for finite b.
     """
     op: ComputeOp
     batch: tuple
@@ -57,6 +59,7 @@ class Contraction:
     reduce: E.Reduce
     acc: E.Var
     epilogue: E.Expr
+    guarded: str = ""  # "a" or "b": the operand the sum's `where=` moved onto, as where(cond, x, 0)
 
     def __str__(self) -> str:
         names = lambda axes: "(" + ", ".join(a.name for a in axes) + ")"
@@ -92,7 +95,9 @@ def match(op: ComputeOp) -> Contraction | None:
     if len(reduces) != 1:
         return None
     red = reduces[0]
-    if red.combiner != "sum" or red.cond is not None or red.dtype != op.dtype:
+    if red.combiner != "sum" or red.dtype != op.dtype:
+        return None
+    if red.cond is not None and any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(red.cond)):
         return None
     if _under_select(op.body, red):  # a guarded sum is computed only where its guard holds
         return None
@@ -119,9 +124,23 @@ def match(op: ComputeOp) -> Contraction | None:
     m = tuple(a for a in axes if a not in b_axes)
     if not m or not n or any(a in batch for a in (last,)):
         return None
+    a, b, guarded = _product(a_f), _product(b_f), ""
+    if red.cond is not None:  # sum(k, a * b, where=cond) -> sum(k, where(cond, a, 0) * b)
+        cond_axes = _axes_in(red.cond)
+        for side, f in (("a", a), ("b", b)):
+            if cond_axes <= _axes_in(f):
+                guarded = side
+                break
+        else:
+            return None  # the guard reads axes of both operands: not one operand's padding
+        zero = E.Const(0.0, op.dtype)
+        if guarded == "a":
+            a = E.Select(red.cond, a, zero, op.dtype)
+        else:
+            b = E.Select(red.cond, b, zero, op.dtype)
     acc = E.Var("acc", op.dtype)
     epilogue = E.substitute(op.body, {red: acc})
-    return Contraction(op, batch, m, n, kaxes, _product(a_f), _product(b_f), red, acc, epilogue)
+    return Contraction(op, batch, m, n, kaxes, a, b, red, acc, epilogue, guarded)
 
 
 def _under_select(body: E.Expr, red: E.Reduce) -> bool:
@@ -278,18 +297,30 @@ def _lowered(body, c: Contraction) -> GemmPlan | None:
             return None
         vars_[a] = r.var
         r = r.body
+    guard = None
+    if c.guarded:  # the sum's `where=` as lowering printed it: if (cond) acc = acc + a * b
+        if not (isinstance(r, IfThenElse) and r.otherwise is None):
+            return None
+        guard, r = r.cond, r.then
     if not (isinstance(r, Assign) and r.var is acc and isinstance(r.value, E.Binary)
             and r.value.op == "add" and r.value.a is acc):
         return None
     tensor_f, loop_f = _factors(c.reduce.body), _factors(r.value.b)
     if len(tensor_f) != len(loop_f):
         return None
-    a_ids = {id(f) for f in _factors(c.a)}
+    a_ids = {id(f) for f in _factors(c.a.a if c.guarded == "a" else c.a)}
     # the operands of the loop nest, factor for factor (lowering keeps the expression's shape)
     in_a = [id(f) in a_ids for f in tensor_f]
     axis_of = {v: a for a, v in vars_.items()}
-    a = _drop_proven_checks(_product([f for f, x in zip(loop_f, in_a) if x]), axis_of)
-    b = _drop_proven_checks(_product([f for f, x in zip(loop_f, in_a) if not x]), axis_of)
+    a = _product([f for f, x in zip(loop_f, in_a) if x])
+    b = _product([f for f, x in zip(loop_f, in_a) if not x])
+    if guard is not None:
+        zero = E.Const(0.0, c.op.dtype)
+        if c.guarded == "a":
+            a = E.Select(guard, a, zero, a.dtype)
+        else:
+            b = E.Select(guard, b, zero, b.dtype)
+    a, b = _drop_proven_checks(a, axis_of), _drop_proven_checks(b, axis_of)
     store = Store(store.buffer, store.indices, _drop_proven_checks(store.value, axis_of))
     return GemmPlan(c, vars_, a, b, acc, store)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Assign, Declare, For, IfThenElse, Seq, Stmt, Store
+from ..ir.loops import Allocate, Assign, Declare, For, IfThenElse, Seq, Stmt, Store
 from ..ir.simplify import simplify
 
 
@@ -35,6 +35,8 @@ def map_exprs(s: Stmt, f) -> Stmt:
         return Assign(s.var, f(s.value))
     if isinstance(s, IfThenElse):
         return IfThenElse(f(s.cond), map_exprs(s.then, f), None if s.otherwise is None else map_exprs(s.otherwise, f))
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, map_exprs(s.body, f))
     return s
 
 
@@ -55,6 +57,8 @@ def loops(s: Stmt) -> list[For]:
         out += loops(s.then)
         if s.otherwise is not None:
             out += loops(s.otherwise)
+    elif isinstance(s, Allocate):
+        out += loops(s.body)
     return out
 
 
@@ -76,6 +80,8 @@ def replace_loop(s: Stmt, target: For, new: Stmt) -> Stmt:
     if isinstance(s, IfThenElse):
         return IfThenElse(s.cond, replace_loop(s.then, target, new),
                           None if s.otherwise is None else replace_loop(s.otherwise, target, new))
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, replace_loop(s.body, target, new))
     return s
 
 
@@ -94,6 +100,9 @@ def _names(s: Stmt) -> set:
                 visit(x.otherwise)
         elif isinstance(x, (Declare, Assign)):
             used.add(x.var.name)
+        elif isinstance(x, Allocate):
+            used.add(x.buffer.name)
+            visit(x.body)
     visit(s)
     return used
 
@@ -210,7 +219,24 @@ def set_kind(body: Stmt, name: str, kind: str) -> Stmt:
         raise ScheduleError(f"vectorize: loop {name!r} is not innermost")
     if kind == "parallel":
         _check_parallel(body, lp)
+    if kind.startswith(("block_", "thread_")):
+        around = [a.buffer.name for a in _allocates(body) if lp in loops(a.body)]
+        if around:
+            raise ScheduleError(f"bind: loop {name!r} is inside the local array {around[0]} (rfactor/cache_*); "
+                                f"GPU threads would each get their own copy of it")
     return replace_loop(body, lp, replace(lp, kind=kind))
+
+
+def _allocates(s: Stmt) -> list:
+    if isinstance(s, Allocate):
+        return [s, *_allocates(s.body)]
+    if isinstance(s, Seq):
+        return [a for x in s.stmts for a in _allocates(x)]
+    if isinstance(s, For):
+        return _allocates(s.body)
+    if isinstance(s, IfThenElse):
+        return _allocates(s.then) + ([] if s.otherwise is None else _allocates(s.otherwise))
+    return []
 
 
 def _check_parallel(body: Stmt, lp: For) -> None:
@@ -227,6 +253,8 @@ def _check_parallel(body: Stmt, lp: For) -> None:
             visit(x.then, updates)
             if x.otherwise is not None:
                 visit(x.otherwise, updates)
+        elif isinstance(x, Allocate):
+            visit(x.body, updates)
         elif isinstance(x, Declare):
             declared_inside.add(x.var)
         elif isinstance(x, Assign):

@@ -109,6 +109,12 @@ class Schedule:
         prim = step.get("primitive")
         if prim == "compute_inline":
             return self.compute_inline(step["tensor"])
+        if prim == "compute_at":
+            return self.compute_at(step["tensor"], LoopRef(step["kernel"], step["loop"]))
+        if prim in ("cache_read", "cache_write"):
+            return getattr(self, prim)(step["tensor"], LoopRef(step["kernel"], step["loop"]))
+        if prim == "rfactor":
+            return self.rfactor(LoopRef(step["kernel"], step["loop"]), step["factor"])
         if prim not in LOOP_PRIMITIVES:
             raise ScheduleError(f"unknown schedule primitive {prim!r}")
         k = self.kernel(step["kernel"])
@@ -196,6 +202,62 @@ class Schedule:
         k = self.kernel(loop.kernel)
         self._set_body(k, P.decompose_reduction(k.body, loop.name))
         self._record({"primitive": "decompose_reduction", "kernel": k.name, "loop": loop.name})
+
+    def rfactor(self, loop: LoopRef, factor: int) -> tuple[LoopRef, LoopRef]:
+        """Split the reduction loop `loop` into `factor` partial reductions (loop r_o, each over a
+        chunk r_i) combined in order afterwards; r_o can then be made parallel. See rfactor.py."""
+        from .rfactor import rfactor
+        loop = self._ref(loop)
+        k = self.kernel(loop.kernel)
+        body, o, i = rfactor(k.body, loop.name, factor)
+        self._set_body(k, body)
+        self._record({"primitive": "rfactor", "kernel": k.name, "loop": loop.name, "factor": factor})
+        return LoopRef(k.name, o), LoopRef(k.name, i)
+
+    def _memory(self, prim: str, tensor, loop: LoopRef) -> None:
+        from . import memory
+        loop = self._ref(loop)
+        k = self.kernel(loop.kernel)
+        name = tensor.name if isinstance(tensor, Tensor) else str(tensor)
+        buf = next((b for b, t in self.module.tensors.items() if t.name == name), None)
+        self._set_body(k, getattr(memory, prim)(k.body, buf.name if buf is not None else name, loop.name))
+        self._record({"primitive": prim, "kernel": k.name, "loop": loop.name, "tensor": name})
+
+    def cache_write(self, tensor, loop: LoopRef) -> None:
+        """Accumulate the tile of `tensor` written inside `loop` in a local array, written back
+        once after the loop (see memory.py for the supported form)."""
+        self._memory("cache_write", tensor, loop)
+
+    def cache_read(self, tensor, loop: LoopRef) -> None:
+        """Copy the tile of `tensor` read inside `loop` into a local array before the loop (packing)."""
+        self._memory("cache_read", tensor, loop)
+
+    def compute_at(self, tensor, loop: LoopRef) -> None:
+        """Compute the producer `tensor` row by row inside the consumer's `loop` (its kernel is
+        removed): the consumer must read it at row `loop` only. See memory.compute_at."""
+        from .memory import compute_at
+        loop = self._ref(loop)
+        name = tensor.name if isinstance(tensor, Tensor) else str(tensor)
+        ck = self.kernel(loop.kernel)
+        pk = next((k for k in self.module.kernels if k.op.name == name or k.name == name), None)
+        if pk is None:
+            raise ScheduleError(f"compute_at: no kernel computes {name!r} (inlined, or not in this graph)")
+        if pk is ck:
+            raise ScheduleError(f"compute_at: {name} is computed by kernel {ck.name} itself")
+        pbuf = next(b for b in self.module.buffers if b.name == pk.name)
+        if pbuf.role == "output":
+            raise ScheduleError(f"compute_at: {name} is an output of the build; compute_at handles temporaries "
+                                f"read by one consumer")
+        from .memory import _accesses
+        readers = [k.name for k in self.module.kernels if k is not pk and _accesses(k.body, pbuf)]
+        if readers != [ck.name]:
+            raise ScheduleError(f"compute_at: {name} is read by kernels {', '.join(readers) or 'none'}; "
+                                f"compute_at needs {ck.name} to be its only reader")
+        body = compute_at(pk.body, pbuf, ck.body, loop.name)
+        m = self.module
+        ks = tuple(Kernel(k.name, k.op, body, k.fused) if k is ck else k for k in m.kernels if k is not pk)
+        self.module = Module(m.inputs, m.outputs, m.temps, m.sizes, ks, m.checks, m.errors, m.tensors)
+        self._record({"primitive": "compute_at", "kernel": ck.name, "loop": loop.name, "tensor": name})
 
     def compute_inline(self, tensor) -> None:
         """Inline an elementwise producer into its consumers (no array for it)."""

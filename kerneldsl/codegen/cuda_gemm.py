@@ -1,0 +1,124 @@
+"""The Python side of the GPU GEMM template (templates/cuda/gemm.cu.j2): the index arithmetic.
+
+A kernel whose op `schedule.contraction.match` recognises (matmul, batched matmul, dense with
+an elementwise epilogue, implicit-GEMM convolution) is rendered as a shared-memory tiled
+GEMM. The template lays out tiles, stages and barriers; this file prints what depends on
+the contraction: the batch / row / column / k variables decoded from flat GEMM indices, the
+operands' values at a (row, k) and (k, column) point, and the epilogue store.
+
+A group of axes flattened into one GEMM dimension (conv2d's columns (n, oh, ow)) is decoded
+from its flat index, row-major, last axis fastest:
+
+    int64_t kd_f0 = kd_gn;
+    const int64_t v_ow = kd_f0 % (s_W - 2); kd_f0 /= (s_W - 2);
+    const int64_t v_oh = kd_f0 % (s_H - 2); kd_f0 /= (s_H - 2);
+    const int64_t v_n = kd_f0;
+
+Index arithmetic is int64 (as the C printer's); the tile-local offsets are int.
+"""
+
+from __future__ import annotations
+
+from ..ir import expr as E
+
+# knob name -> (low, high); checked with the other CUDA knobs (codegen/cuda.py)
+GEMM_KNOB_RANGES = {"gemm_bm": (1, 256), "gemm_bn": (1, 256), "gemm_bk": (1, 64),
+                    "gemm_tm": (1, 16), "gemm_tn": (1, 16), "gemm_stages": (1, 2)}
+SHARED_LIMIT = 48 * 1024  # static __shared__ bytes a block may declare
+
+
+def check_knobs(k: dict) -> None:
+    """The GEMM knobs fit together: tiles divide, threads and loads per thread are whole."""
+    bm, bn, bk, tm, tn = (k[f"gemm_{x}"] for x in ("bm", "bn", "bk", "tm", "tn"))
+    if bm % tm or bn % tn:
+        raise ValueError(f"CUDA GEMM knobs: gemm_bm ({bm}) must be a multiple of gemm_tm ({tm}) and "
+                         f"gemm_bn ({bn}) of gemm_tn ({tn})")
+    threads = (bm // tm) * (bn // tn)
+    if not 1 <= threads <= 1024:
+        raise ValueError(f"CUDA GEMM knobs: (bm/tm) * (bn/tn) = {threads} threads per block; must be in "
+                         f"[1, 1024]")
+    if (bm * bk) % threads or (bn * bk) % threads:
+        raise ValueError(f"CUDA GEMM knobs: the A slice (bm*bk = {bm * bk}) and the B slice (bn*bk = "
+                         f"{bn * bk}) must be multiples of the {threads} threads, so that each thread "
+                         f"loads whole elements")
+
+
+def shared_bytes(k: dict, dtype: str) -> int:
+    size = 4 if dtype == "float32" else 8
+    return k["gemm_stages"] * k["gemm_bk"] * ((k["gemm_bm"] + 1) + k["gemm_bn"]) * size
+
+
+def threads(k: dict) -> int:
+    return (k["gemm_bm"] // k["gemm_tm"]) * (k["gemm_bn"] // k["gemm_tn"])
+
+
+def gemm_plan(kernel):
+    """The contraction plan (schedule.contraction.GemmPlan) of a lowered kernel, or None.
+
+    Lowering attaches it when the CPU template is on; otherwise it is found here the same way.
+    """
+    from ..schedule import contraction as CT
+    if kernel.contraction is not None:
+        return kernel.contraction
+    c = CT.match(kernel.op)
+    if c is None:
+        return None
+    try:
+        return CT._lowered(kernel.body, c)
+    except Exception:  # noqa: BLE001 - a loop nest it does not recognise stays a loop nest
+        return None
+
+
+def tiles_work(gp, k: dict) -> E.Expr:
+    """The launch's work: batch x row tiles x column tiles (one block each, block-strided)."""
+    from ..ir.simplify import simplify
+    c = gp.contraction
+
+    def total(axes):
+        w = E.Const(1, "int64")
+        for a in axes:
+            w = w * a.extent
+        return w
+    bm, bn = E.Const(k["gemm_bm"], "int64"), E.Const(k["gemm_bn"], "int64")
+    m_tiles = (total(c.m) + (k["gemm_bm"] - 1)) // bm
+    n_tiles = (total(c.n) + (k["gemm_bn"] - 1)) // bn
+    return simplify(total(c.batch) * m_tiles * n_tiles)
+
+
+def _decode(p, gp, axes, flat: str, tag: str) -> list[str]:
+    """Declare the group's loop variables from a flat index (row-major, last axis fastest)."""
+    names = [p.name(gp.vars[a]) for a in axes]
+    if not axes:
+        return []
+    if len(axes) == 1:
+        return [f"const int64_t {names[0]} = {flat};", f"(void){names[0]};"]
+    f = f"kd_f{tag}"
+    out = [f"int64_t {f} = {flat};"]
+    for a, v in zip(reversed(axes[1:]), reversed(names[1:])):
+        ext = p.expr(a.extent)
+        out += [f"const int64_t {v} = {f} % {ext};", f"(void){v};", f"{f} /= {ext};"]
+    return [*out, f"const int64_t {names[0]} = {f};", f"(void){names[0]};"]
+
+
+def render_gemm(p, kernel, gp, k: dict) -> str:
+    """The kernel body (inside the __global__ function) from templates/cuda/gemm.cu.j2."""
+    from .c import CTYPE, environment
+    c = gp.contraction
+    dtype = kernel.op.dtype
+    bm, bn, bk = k["gemm_bm"], k["gemm_bn"], k["gemm_bk"]
+    nthreads = threads(k)
+
+    def total(axes) -> str:
+        return " * ".join(f"({p.expr(a.extent)})" for a in axes) if axes else "INT64_C(1)"
+    store = "\n".join(p.stmt(gp.store, ""))
+    return environment().get_template("cuda/gemm.cu.j2").render(
+        T=CTYPE[dtype], bm=bm, bn=bn, bk=bk, tm=k["gemm_tm"], tn=k["gemm_tn"], stages=k["gemm_stages"],
+        threads=nthreads, la=bm * bk // nthreads, lb=bn * bk // nthreads,
+        a_ld=bm + 1, a_stage=bk * (bm + 1), b_stage=bk * bn,  # A's rows padded: fewer bank conflicts
+        nb=total(c.batch), m=total(c.m), n=total(c.n), kk=total(c.k),
+        batch_decode="\n".join(_decode(p, gp, c.batch, "kd_bi", "b")),
+        a_decode="\n".join(_decode(p, gp, c.m, "kd_gm", "m") + _decode(p, gp, c.k, "kd_gk", "k")),
+        b_decode="\n".join(_decode(p, gp, c.n, "kd_gn", "n") + _decode(p, gp, c.k, "kd_gk", "k")),
+        a_value=p.expr(gp.a), b_value=p.expr(gp.b),
+        m_decode="\n".join(_decode(p, gp, c.m, "kd_gm", "m")),
+        n_decode="\n".join(_decode(p, gp, c.n, "kd_gn", "n")), store=store)
