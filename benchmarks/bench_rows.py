@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import machine, table, timeit  # noqa: E402
+from harness import machine, table, timeit
 
-import kerneldsl as kd  # noqa: E402
+import kerneldsl as kd
 
 try:
     import torch

@@ -35,9 +35,9 @@ def _step(name: str, fn, *args):
 
 def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: bool = True, schedule=None):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`."""
+    from .codegen.c import render
     from .runtime.build import compile_c, kerneldsl_version
     from .runtime.callable import Function
-    from .codegen.c import render
 
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
@@ -100,4 +100,4 @@ def _build_cuda(module, inputs, outputs, target: str, name: str):
     return make_gpu_function(module, source, cubin, inputs, outputs)
 
 
-__all__ = ["build", "ShapeError"]
+__all__ = ["ShapeError", "build"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import dtypes as dt
 from .errors import DTypeError, ShapeError
@@ -118,9 +118,7 @@ def _reduce(combiner: str, value, axis, where) -> Expr:
         cond = E.as_expr(where)
         if cond.dtype != "bool":
             raise DTypeError(f"kd.{combiner}: where= needs a bool condition, got {cond.dtype}")
-    if combiner in ("argmax", "argmin"):
-        dtype = "int64"
-    elif combiner in ("sum", "prod") and value.dtype == "bool":
+    if combiner in ("argmax", "argmin") or combiner in ("sum", "prod") and value.dtype == "bool":
         dtype = "int64"
     else:
         dtype = value.dtype
@@ -129,7 +127,7 @@ def _reduce(combiner: str, value, axis, where) -> Expr:
     return E.Reduce(combiner, axes, value, cond, dtype)
 
 
-def sum(value, axis, where=None) -> Expr:  # noqa: A001 - the DSL's name
+def sum(value, axis, where=None) -> Expr:
     """Sum of `value` over reduce axis/axes, counting only points where `where` holds."""
     return _reduce("sum", value, axis, where)
 
@@ -138,12 +136,12 @@ def prod(value, axis, where=None) -> Expr:
     return _reduce("prod", value, axis, where)
 
 
-def max(value, axis, where=None) -> Expr:  # noqa: A001
+def max(value, axis, where=None) -> Expr:
     """Maximum over the axes (NaN propagates; -inf, or the dtype's minimum, when empty)."""
     return _reduce("max", value, axis, where)
 
 
-def min(value, axis, where=None) -> Expr:  # noqa: A001
+def min(value, axis, where=None) -> Expr:
     return _reduce("min", value, axis, where)
 
 
@@ -188,14 +186,14 @@ sigmoid = _intrinsic("sigmoid")
 erf = _intrinsic("erf")
 sqrt = _intrinsic("sqrt")
 rsqrt = _intrinsic("rsqrt")
-abs = _intrinsic("abs")  # noqa: A001
+abs = _intrinsic("abs")
 sin = _intrinsic("sin")
 cos = _intrinsic("cos")
 floor = _intrinsic("floor")
 ceil = _intrinsic("ceil")
 minimum = _intrinsic("minimum")
 maximum = _intrinsic("maximum")
-pow = _intrinsic("pow")  # noqa: A001
+pow = _intrinsic("pow")
 stop_gradient = _intrinsic("stop_gradient")
 stop_gradient.__doc__ = "The value of x, through which kd.grad passes no gradient."
 

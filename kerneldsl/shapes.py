@@ -128,4 +128,4 @@ def int_source(e: E.Expr, slot: dict) -> str:
 def shape_function(shapes, slot: dict):
     """A function of the size list returning each shape tuple: one call per kernel launch."""
     body = ", ".join("(" + "".join(int_source(d, slot) + ", " for d in shape) + ")" for shape in shapes)
-    return eval(f"lambda s: ({body}{',' if len(shapes) == 1 else ''})", {})  # noqa: S307 - our own text
+    return eval(f"lambda s: ({body}{',' if len(shapes) == 1 else ''})", {})

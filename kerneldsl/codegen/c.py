@@ -10,14 +10,14 @@ All index arithmetic is int64.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jinja2
 
 from ..ir import expr as E
 from ..ir.intrinsics import INTRINSICS
-from ..ir.loops import Allocate, Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
+from ..ir.loops import Allocate, Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Stmt, Store
 from ..ir.lower import Module
 
 CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t", "bool": "bool"}
@@ -27,7 +27,7 @@ _ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "and": "&", "or": "|",
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False)
@@ -205,7 +205,7 @@ class CPrinter:
         raise TypeError(f"C codegen: unknown statement {type(s).__name__}")
 
 
-from ..ir.lower import PARALLEL_MIN_WORK, _vectorizable  # noqa: E402
+from ..ir.lower import PARALLEL_MIN_WORK, _vectorizable
 
 
 def _extreme_reduction(loop: For):

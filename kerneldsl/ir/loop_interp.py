@@ -12,7 +12,7 @@ import numpy as np
 from ..shapes import bind_sizes, concrete_shape
 from . import expr as E
 from .intrinsics import INTRINSICS
-from .loops import Allocate, Assert, Assign, Checked, Declare, For, IfThenElse, Seq, Store, Stmt
+from .loops import Allocate, Assert, Assign, Checked, Declare, For, IfThenElse, Seq, Stmt, Store
 
 
 def run_module(module, arrays) -> list[np.ndarray]:

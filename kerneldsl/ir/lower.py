@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .. import dtypes as dt
 from . import expr as E
 from .bounds import interval
-from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Store, Stmt, seq, stmt_lines
+from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Stmt, Store, seq, stmt_lines
 from .simplify import simplify
 from .tensor import ComputeOp, Placeholder, Tensor, topo_order
 

@@ -12,8 +12,8 @@ import ctypes
 import numpy as np
 
 from ..errors import ShapeError
-from ..ir.lower import Module
 from ..ir import expr as E
+from ..ir.lower import Module
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays

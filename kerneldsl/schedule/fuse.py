@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..ir import expr as E
 from ..ir.simplify import simplify
-from ..ir.tensor import ComputeOp, Placeholder, topo_order
+from ..ir.tensor import ComputeOp, topo_order
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class Schedule:
         if prim not in LOOP_PRIMITIVES:
             raise ScheduleError(f"unknown schedule primitive {prim!r}")
         k = self.kernel(step["kernel"])
-        ref = lambda n: LoopRef(k.name, n)  # noqa: E731
+        ref = lambda n: LoopRef(k.name, n)
         if prim == "split":
             return self.split(ref(step["loop"]), step["factor"])
         if prim == "tile":
