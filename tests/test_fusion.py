@@ -136,3 +136,19 @@ def test_repeated_reduction_in_one_body_is_computed_once():
     xs = rng.standard_normal(10).astype(np.float32)
     t = xs.sum()
     np.testing.assert_allclose(f(xs), t * t + t, rtol=1e-5)
+
+
+def test_softmax_stores_exp_once_and_rescales():
+    rows, cols = kd.sizes("rows cols")
+    X = kd.placeholder((rows, cols), name="X")
+    r = kd.reduce_axis(cols, name="r")
+    mx = kd.compute((rows,), lambda i: kd.max(X[i, r], axis=r), name="mx")
+    den = kd.compute((rows,), lambda i: kd.sum(kd.exp(X[i, r] - mx[i]), axis=r), name="den")
+    sm = kd.compute((rows, cols), lambda i, j: kd.exp(X[i, j] - mx[i]) / den[i], name="sm")
+    f = kd.build([X], [sm])
+    text = str(f.module)
+    assert text.count("exp(") == 1 and "sm[i, j] = sm[i, j] / " in text
+    xs = rng.standard_normal((5, 9)).astype(np.float32) * 5
+    e = np.exp(xs - xs.max(1, keepdims=True))
+    np.testing.assert_allclose(f(xs), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(f(xs[:, :1].copy()), np.ones((5, 1), np.float32))

@@ -153,6 +153,8 @@ class _Context:
                 nest = For(self.vars[a], a.extent, nest, "vectorized" if innermost else "serial")
             nest = seq(*self.slots[axes[:k]], nest)
         from ..schedule.contraction import plan  # a contraction gets the GEMM template
+        from ..schedule.reuse import reuse_through_output
+        nest = reuse_through_output(nest, self.bufs[op])
         return plan(Kernel(self.bufs[op].name, op, nest, tuple(fused)))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
