@@ -5,7 +5,7 @@ with the terms in a fixed order, so that `2*i + k - i` and `k + i` become the
 same node. Two rules for floor division and modulo by a positive constant c
 (exact under numpy's floor semantics): `(c*a + b) // c -> a + b // c` and
 `(c*a + b) % c -> b % c`. Float rules are only those that hold bit for bit:
-`x*1`, `x/1`, `x-0`, `-(-x)`; never `x*0` (NaN) nor `x+0` (-0.0).
+`x*1`, `x/1`, `x-0`, `-(-x)`, `x**2 -> x*x`; never `x*0` (NaN) nor `x+0` (-0.0).
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def _identities(n: E.Expr):
             return a
         if op == "sub" and _is(b, 0):
             return a
+        if op == "pow" and n.dtype in ("float32", "float64") and _is(b, 2):
+            return E.Binary("mul", a, a, n.dtype)  # x**2 is x*x rounded once: exact, and no pow call
         if integer:
             if op == "add" and _is(b, 0):
                 return a
