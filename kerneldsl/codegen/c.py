@@ -352,7 +352,7 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
     entry_used = _used([c for c in module.checks])
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
                       for s in module.sizes if s in entry_used]
-    prelude = (TEMPLATES / "c" / "prelude.h").read_text()
+    prelude = environment().get_template("c/prelude.h").render()
     if not version:
         from .. import __version__ as version
     return environment().get_template("c/module.c.j2").render(

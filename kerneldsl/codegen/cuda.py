@@ -406,7 +406,7 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
     host = [{"fname": L.kernel, "work": hp.expr(L.work), "threads": L.threads,
              "per_block": L.threads if L.schedule == "grid_stride" else 1,
              "args": [x.host for x in L.params]} for L in launches]
-    prelude = (TEMPLATES / "cuda" / "prelude.cuh").read_text()
+    prelude = environment().get_template("cuda/prelude.cuh").render()
     text = environment().get_template("cuda/module.cu.j2").render(
         version=version, prelude=prelude, kernels=kernels, checks=checks, launches=host,
         sizes=[{"name": names[s], "pos": size_pos[s]} for s in module.sizes], max_blocks=kn["max_blocks"])

@@ -1,5 +1,5 @@
 /* kerneldsl CUDA prelude: numpy's semantics for the operations CUDA spells differently.
-   The device twin of templates/c/prelude.h (keep the two in step). */
+   The helpers shared with the C prelude come from templates/common/numpy_ops.h. */
 #include <stdint.h>
 #include <math.h>
 
@@ -17,64 +17,7 @@ KD_FN int64_t kd_chk(int64_t i, int64_t n, int code, int64_t *report)
     return i;
 }
 
-/* Integer floor division and modulo as numpy: x // 0 == 0, x % 0 == 0, no trap on MIN // -1. */
-#define KD_INT_OPS(T, S)                                                              \
-KD_FN T kd_floordiv_##S(T a, T b)                                                     \
-{                                                                                     \
-    if (b == 0) return 0;                                                             \
-    if (b == -1) return (T)(0 - (uint64_t)a);                                         \
-    T q = a / b;                                                                      \
-    return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;                          \
-}                                                                                     \
-KD_FN T kd_mod_##S(T a, T b)                                                          \
-{                                                                                     \
-    if (b == 0 || b == -1) return 0;                                                  \
-    T r = a % b;                                                                      \
-    return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;                              \
-}                                                                                     \
-KD_FN T kd_pow_##S(T a, T b)                                                          \
-{                                                                                     \
-    if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);                \
-    uint64_t r = 1, x = (uint64_t)a;                                                  \
-    while (b) { if (b & 1) r *= x; x *= x; b >>= 1; }                                 \
-    return (T)r;                                                                      \
-}                                                                                     \
-KD_FN T kd_abs_##S(T a) { return a < 0 ? (T)(0 - (uint64_t)a) : a; }                  \
-KD_FN T kd_min_##S(T a, T b) { return a < b ? a : b; }                                \
-KD_FN T kd_max_##S(T a, T b) { return a > b ? a : b; }
-
-KD_INT_OPS(int32_t, i32)
-KD_INT_OPS(int64_t, i64)
-
-/* Float floor division and modulo as numpy's npy_divmod; min/max propagate NaN. */
-#define KD_FLOAT_OPS(T, S, F)                                                         \
-KD_FN T kd_mod_##S(T a, T b)                                                          \
-{                                                                                     \
-    T m = fmod##F(a, b);                                                              \
-    if (b == 0) return m;                                                             \
-    if (m != 0) { if ((b < 0) != (m < 0)) m += b; }                                   \
-    else m = copysign##F((T)0, b);                                                       \
-    return m;                                                                         \
-}                                                                                     \
-KD_FN T kd_floordiv_##S(T a, T b)                                                     \
-{                                                                                     \
-    if (b == 0) return a / b;                                                         \
-    T m = fmod##F(a, b);                                                              \
-    T d = (a - m) / b;                                                                \
-    if (m != 0 && ((b < 0) != (m < 0))) d -= 1;                                       \
-    if (d != 0) { T f = floor##F(d); if (d - f > (T)0.5) f += 1; return f; }          \
-    return copysign##F((T)0, a / b);                                                     \
-}                                                                                     \
-KD_FN T kd_min_##S(T a, T b) { return (a != a || a < b) ? a : b; }                    \
-KD_FN T kd_max_##S(T a, T b) { return (a != a || a > b) ? a : b; }                    \
-KD_FN T kd_sigmoid_##S(T x)                                                           \
-{                                                                                     \
-    T e = exp##F(-fabs##F(x));                                                        \
-    return x >= 0 ? 1 / (1 + e) : e / (1 + e);                                        \
-}
-
-KD_FLOAT_OPS(float, f32, f)
-KD_FLOAT_OPS(double, f64, )
+{% include "common/numpy_ops.h" %}
 
 /* Combiners of the block-wide row reduction (sum, max, min), NaN-propagating like numpy. */
 template <class T> KD_FN T kd_comb_sum(T a, T b) { return a + b; }
