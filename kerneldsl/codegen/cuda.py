@@ -42,7 +42,7 @@ from ..ir import expr as E
 from ..ir.loops import Declare, For, Seq, Stmt, Store
 from ..ir.lower import Kernel, Module
 from ..ir.printer import expr_str
-from .c import CTYPE, TEMPLATES, CPrinter, _used, environment, meta_layout
+from .c import CTYPE, CPrinter, _used, environment, meta_layout
 from .cuda_gemm import GEMM_KNOB_RANGES
 
 KNOBS = {

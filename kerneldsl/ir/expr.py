@@ -361,20 +361,27 @@ def call(fn: str, *args) -> Expr:
 
 # --- traversal helpers -----------------------------------------------------------------
 
+def postorder(roots, children) -> list:
+    """Every distinct node reachable from `roots`, children before parents (iterative DFS)."""
+    seen, order = set(), []
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((c, False) for c in reversed(children(n)) if c not in seen)
+    return order
+
+
 def walk(e: Expr):
     """Every distinct node of `e`, children before parents."""
-    seen, order, stack = set(), [], [(e, False)]
-    while stack:
-        n, done = stack.pop()
-        if done:
-            order.append(n)
-            continue
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.append((n, True))
-        stack.extend((c, False) for c in reversed(n.children()))
-    return order
+    return postorder((e,), lambda n: n.children())
 
 
 def rebuild(n: Expr, kids: tuple) -> Expr:

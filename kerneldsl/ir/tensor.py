@@ -97,21 +97,4 @@ def new_uid() -> int:
 
 def topo_order(outputs) -> list[Tensor]:
     """Every tensor the outputs depend on, producers first; each exactly once."""
-    order, seen = [], set()
-
-    def visit(t):
-        stack = [(t, False)]
-        while stack:
-            n, done = stack.pop()
-            if done:
-                order.append(n)
-                continue
-            if n in seen:
-                continue
-            seen.add(n)
-            stack.append((n, True))
-            stack.extend((i, False) for i in reversed(n.inputs()) if i not in seen)
-
-    for t in outputs:
-        visit(t)
-    return order
+    return E.postorder(outputs, lambda t: t.inputs())

@@ -205,19 +205,12 @@ def _redirect(s: Stmt, buf: Buffer, local: Buffer, lidx: tuple, stores: bool) ->
         return E.transform(e, lambda n: E.Load(local, lidx, n.dtype)
                            if isinstance(n, E.Load) and n.tensor is buf else None)
 
-    def go(x):
-        if isinstance(x, Seq):
-            return Seq(tuple(go(y) for y in x.stmts))
-        if isinstance(x, For):
-            return replace(x, body=go(x.body))
-        if isinstance(x, Allocate):
-            return Allocate(x.buffer, go(x.body))
-        if isinstance(x, IfThenElse):
-            return IfThenElse(x.cond, go(x.then), None if x.otherwise is None else go(x.otherwise))
+    def leaf(x):
         if stores and isinstance(x, Store) and x.buffer is buf:
             return Store(local, lidx, x.value)
         return x
-    return map_exprs(go(s), expr)
+    from .primitives import map_leaves
+    return map_exprs(map_leaves(s, leaf), expr)
 
 
 def _buffer(body: Stmt, lp: For, name: str, prim: str) -> Buffer:

@@ -40,6 +40,21 @@ def map_exprs(s: Stmt, f) -> Stmt:
     return s
 
 
+def map_leaves(s: Stmt, leaf) -> Stmt:
+    """Rebuild a statement tree with `leaf(statement)` in place of each non-compound statement."""
+    from ..ir.loops import Allocate
+    if isinstance(s, Seq):
+        return Seq(tuple(map_leaves(x, leaf) for x in s.stmts))
+    if isinstance(s, For):
+        return replace(s, body=map_leaves(s.body, leaf))
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, map_leaves(s.body, leaf))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(s.cond, map_leaves(s.then, leaf),
+                          None if s.otherwise is None else map_leaves(s.otherwise, leaf))
+    return leaf(s)
+
+
 def substitute(s: Stmt, mapping: dict) -> Stmt:
     return map_exprs(s, lambda e: simplify(E.substitute(e, mapping)))
 

@@ -21,7 +21,6 @@ afterwards (each iteration declares its own accumulator), and gives the same bit
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from .. import dtypes as dt
 from ..errors import ScheduleError
@@ -149,17 +148,7 @@ def reduction_of(lp: For):
 
 def rename_accumulator(s: Stmt, old: E.Var, new: E.Var) -> Stmt:
     """`s` with the scalar `old` renamed `new` (reads and assignments)."""
-    def go(x):
-        if isinstance(x, Seq):
-            return Seq(tuple(go(y) for y in x.stmts))
-        if isinstance(x, For):
-            return replace(x, body=go(x.body))
-        if isinstance(x, Allocate):
-            return Allocate(x.buffer, go(x.body))
-        if isinstance(x, IfThenElse):
-            return IfThenElse(x.cond, go(x.then), None if x.otherwise is None else go(x.otherwise))
-        if isinstance(x, Assign) and x.var is old:
-            return Assign(new, x.value)
-        return x
-    from .primitives import map_exprs
-    return map_exprs(go(s), lambda e: E.substitute(e, {old: new}))
+    def leaf(x):
+        return Assign(new, x.value) if isinstance(x, Assign) and x.var is old else x
+    from .primitives import map_exprs, map_leaves
+    return map_exprs(map_leaves(s, leaf), lambda e: E.substitute(e, {old: new}))
