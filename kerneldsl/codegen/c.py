@@ -301,14 +301,21 @@ def _used(stmt_or_expr_list) -> set:
     return out
 
 
-def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
-    size_pos, stride_pos = meta_layout(module)
-    buf_pos = {b: k for k, b in enumerate(module.buffers)}
+def source_names(module: Module) -> tuple[dict, dict]:
+    """The identifiers of sizes and buffers in generated source (`s_n`, `b_A`), and of each
+    buffer's strides (`st_A_0`, ...): shared by the C and CUDA renderers."""
     names: dict = {s: f"s_{s.name}" for s in module.sizes}
     strides: dict = {}
     for b in module.buffers:
         names[b] = f"b_{b.name}"
         strides[b] = tuple(f"st_{b.name}_{d}" for d in range(b.ndim))
+    return names, strides
+
+
+def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
+    size_pos, stride_pos = meta_layout(module)
+    buf_pos = {b: k for k, b in enumerate(module.buffers)}
+    names, strides = source_names(module)
 
     def prologue(used) -> list[str]:
         lines = []

@@ -42,7 +42,7 @@ from ..ir import expr as E
 from ..ir.loops import Declare, For, Seq, Stmt, Store
 from ..ir.lower import Kernel, Module
 from ..ir.printer import expr_str
-from .c import CTYPE, CPrinter, _used, environment, meta_layout
+from .c import CTYPE, CPrinter, _used, environment, meta_layout, source_names
 from .cuda_gemm import GEMM_KNOB_RANGES
 
 KNOBS = {
@@ -332,11 +332,7 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
     kn = knobs(overrides)
     size_pos, stride_pos = meta_layout(module)
     buf_pos = {b: k for k, b in enumerate(module.buffers)}
-    names: dict = {s: f"s_{s.name}" for s in module.sizes}
-    strides: dict = {}
-    for b in module.buffers:
-        names[b] = f"b_{b.name}"
-        strides[b] = tuple(f"st_{b.name}_{d}" for d in range(b.ndim))
+    names, strides = source_names(module)
 
     def params(used) -> tuple:
         out = [Param("size", size_pos[s], f"const int64_t {names[s]}", f"kd_meta[{size_pos[s]}]")

@@ -106,6 +106,21 @@ class Allocate(Stmt):
     body: Stmt
 
 
+class NameScope:
+    """Fresh names within one kernel: `fresh("acc")` gives acc, acc1, acc2, ... never one in use."""
+
+    def __init__(self, used=()):
+        self.used: set = set(used)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}{k}"
+        self.used.add(name)
+        return name
+
+
 def seq(*stmts) -> Stmt:
     flat = []
     for s in stmts:

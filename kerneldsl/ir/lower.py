@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .. import dtypes as dt
 from . import expr as E
 from .bounds import interval
-from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Stmt, Store, seq, stmt_lines
+from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Stmt, Store, seq, stmt_lines
 from .simplify import simplify
 from .tensor import ComputeOp, Placeholder, Tensor, topo_order
 
@@ -84,19 +84,6 @@ class Module:
         return "\n".join(lines)
 
 
-class _Names:
-    def __init__(self):
-        self.used: set = set()
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}{k}"
-        self.used.add(name)
-        return name
-
-
 def lower(inputs, outputs, fused: dict | None = None) -> Module:
     order = topo_order(outputs)
     for t in order:
@@ -104,7 +91,7 @@ def lower(inputs, outputs, fused: dict | None = None) -> Module:
             users = [o.name for o in order if isinstance(o, ComputeOp) and t in o.inputs()]
             raise ValueError(f"{', '.join(users)} read(s) placeholder {t.name}, which is not among the "
                              f"inputs of this build; add it to the inputs")
-    names = _Names()
+    names = NameScope()
     bufs: dict[Tensor, Buffer] = {}
     for role, ts in (("input", inputs), ("output", outputs),
                      ("temp", [t for t in order if isinstance(t, ComputeOp) and t not in outputs])):
@@ -133,7 +120,7 @@ class _Context:
         return code
 
     def lower_op(self, op: ComputeOp, fused: tuple = ()) -> Kernel:
-        self.names = _Names()
+        self.names = NameScope()
         self.reduced: dict = {}
         self.acc_depth: dict = {}  # accumulator Var -> loop depth where it is declared
         self.op = op

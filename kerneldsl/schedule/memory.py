@@ -37,25 +37,12 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Stmt, Store, seq
+from ..ir.loops import Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq
 from ..ir.printer import expr_str
 from ..ir.simplify import simplify
 from .primitives import _names, find, loops, map_exprs, replace_loop
 
 LOCAL_LIMIT_BYTES = 1 << 16  # a tile lives on the stack (per thread)
-
-
-class _Fresh:
-    def __init__(self, body: Stmt):
-        self.used = _names(body)
-
-    def __call__(self, base: str) -> str:
-        out, k = base, 0
-        while out in self.used:
-            k += 1
-            out = f"{base}{k}"
-        self.used.add(out)
-        return out
 
 
 def _accesses(s: Stmt, buf: Buffer, enclosing=(), under_if=False, out=None):
@@ -243,7 +230,7 @@ def cache_write(body: Stmt, tensor: str, name: str) -> Stmt:
         raise ScheduleError(f"cache_write: loop {par[0]!r} inside {name!r} is {find(lp, par[0]).kind}; the "
                             f"local tile would be shared by its iterations")
     dims, _ = _tile("cache_write", lp, buf, acc, guarded=False)
-    fresh = _Fresh(body)
+    fresh = NameScope(_names(body)).fresh
     local, lidx = _local(fresh, buf, dims)
     # always read the tile first: points the loop does not write (a short or empty inner loop)
     # go back unchanged
@@ -262,7 +249,7 @@ def cache_read(body: Stmt, tensor: str, name: str) -> Stmt:
     if any(kind == "store" for kind, *_ in acc):
         raise ScheduleError(f"cache_read: loop {name!r} writes {buf.name}; use cache_write")
     dims, guard = _tile("cache_read", lp, buf, acc)
-    fresh = _Fresh(body)
+    fresh = NameScope(_names(body)).fresh
     local, lidx = _local(fresh, buf, dims)
     copy = _copy(fresh, dims, "c", lambda g, loc: Store(local, loc, E.Load(buf, g, buf.dtype)))
     if guard is not None:
@@ -304,7 +291,7 @@ def compute_at(producer: Stmt, pbuf: Buffer, consumer: Stmt, name: str) -> Stmt:
             raise ScheduleError(f"compute_at: the consumer reads {pbuf.name}[{', '.join(map(expr_str, idx))}] "
                                 f"inside loop {name!r}; only reads of row {name} (first index exactly "
                                 f"{name}) are supported")
-    fresh = _Fresh(consumer)
+    fresh = NameScope(_names(consumer)).fresh
     rename = {}
     for x in _all_stmts(row.body):
         if isinstance(x, (For, Declare)) and x.var not in rename:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Allocate, Assign, Declare, For, IfThenElse, Seq, Stmt, Store
+from ..ir.loops import Allocate, Assign, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store
 from ..ir.simplify import simplify
 
 
@@ -123,11 +123,7 @@ def _names(s: Stmt) -> set:
 
 
 def _fresh(s: Stmt, base: str) -> E.Var:
-    used, name, k = _names(s), base, 0
-    while name in used:
-        k += 1
-        name = f"{base}{k}"
-    return E.Var(name, "int64")
+    return E.Var(NameScope(_names(s)).fresh(base), "int64")
 
 
 def _divides(extent: E.Expr, factor: int) -> bool:
@@ -138,8 +134,8 @@ def split(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
     if not isinstance(factor, int) or factor < 1:
         raise ScheduleError(f"split of loop {name!r}: the factor must be a positive int, got {factor!r}")
     lp = find(body, name)
-    outer = _fresh(body, f"{name}_o")
-    inner = E.Var(_fresh(Seq((body, Declare(outer, E.Const(0, "int64")))), f"{name}_i").name, "int64")
+    names = NameScope(_names(body))
+    outer, inner = (E.Var(names.fresh(f"{name}_{part}"), "int64") for part in ("o", "i"))
     f = E.Const(factor, "int64")
     value = simplify(outer * f + inner)
     inner_body = substitute(lp.body, {lp.var: value})

@@ -25,7 +25,7 @@ from __future__ import annotations
 from .. import dtypes as dt
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Allocate, Assign, Buffer, Declare, For, IfThenElse, Seq, Stmt, Store, seq
+from ..ir.loops import Allocate, Assign, Buffer, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq
 from ..ir.simplify import simplify
 from .primitives import _names, find, replace_loop, substitute
 
@@ -35,15 +35,7 @@ def rfactor(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
         raise ScheduleError(f"rfactor of loop {name!r}: the factor must be a positive int, got {factor!r}")
     lp = find(body, name)
     acc, op, cond, v = reduction_of(lp)
-    used = _names(body)
-
-    def fresh(base: str) -> str:
-        out, k = base, 0
-        while out in used:
-            k += 1
-            out = f"{base}{k}"
-        used.add(out)
-        return out
+    fresh = NameScope(_names(body)).fresh
 
     ro, ri, rc = (E.Var(fresh(f"{name}_{s}"), "int64") for s in ("o", "i", "c"))
     accp = E.Var(fresh(f"{acc.name}_p"), acc.dtype)
