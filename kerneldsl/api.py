@@ -36,7 +36,7 @@ def _step(name: str, fn, *args):
 def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: bool = True, schedule=None):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`."""
     from .codegen.c import render
-    from .runtime.build import compile_c, kerneldsl_version
+    from .runtime.build import compile_c
     from .runtime.callable import Function
 
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
@@ -71,7 +71,6 @@ def build(inputs, outputs, target: str = "c", name: str | None = None, fuse: boo
         return _build_cuda(module, inputs, outputs, target, name or outputs[0].name)
     source = _step("codegen c", render, module)
     lib = _step("compile", lambda s: compile_c(s, name=name or outputs[0].name), source)
-    del kerneldsl_version
     return Function(module, lib.lib, source, inputs, outputs, lib.source_path)
 
 

@@ -21,6 +21,7 @@ becomes the single kernel
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from ..ir import expr as E
@@ -66,7 +67,7 @@ def consumers(outputs) -> dict:
     return users
 
 
-_renamed: dict = {}
+_renamed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # op -> body with fresh axes
 
 
 def _fresh_reductions(op: ComputeOp) -> E.Expr:
@@ -141,12 +142,12 @@ def hoistable_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     return ok
 
 
-def _inlinable(t, outputs, users, enabled: bool, force) -> bool:
+def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if not isinstance(t, ComputeOp) or t in outputs:
         return False
     mine = users.get(t, ())
     if is_injective(t):
-        return t in force or (enabled and len(mine) == 1)
+        return t.name in force_names or (enabled and len(mine) == 1)
     return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
 
 
@@ -172,9 +173,8 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
     names: dict = {}
     for _ in range(10_000):
         users = consumers(outputs)
-        pick = next((t for t in topo_order(outputs)
-                     if _inlinable(t, outputs, users, enabled, {x for x in topo_order(outputs)
-                                                                if x.name in force_names})), None)
+        pick = next((t for t in topo_order(outputs) if _inlinable(t, outputs, users, enabled, force_names)),
+                    None)
         if pick is None:
             break
         rewritten = {}
@@ -184,9 +184,6 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
             rewritten[u] = nu
         outputs, mapping = relink(outputs, rewritten)
         names = {mapping.get(k, k): v for k, v in names.items()}
-        for old, nt in mapping.items():
-            if old in names and nt not in names:
-                names[nt] = names[old]
     return FusedGraph(outputs, {t: tuple(dict.fromkeys(names.get(t, ())))
                                 for t in topo_order(outputs) if isinstance(t, ComputeOp)})
 
