@@ -91,9 +91,8 @@ def _build_cuda(module, inputs, outputs, target: str, name: str):
     from .runtime.build import kerneldsl_version
     source = _step("codegen cuda", lambda m: render(m, version=kerneldsl_version()), module)
     if target == "cuda-emu":
-        from .runtime.emulator import EmuFunction, compile_emulated
-        lib = _step("compile (emulator)", lambda s: compile_emulated(s.text, name), source)
-        return EmuFunction(module, source, lib, inputs, outputs)
+        from .runtime.emulator import make_emulated_function
+        return _step("compile (emulator)", make_emulated_function, module, source, inputs, outputs, name)
     from .runtime.cuda import compile_cubin, make_gpu_function
     cubin = _step("compile (nvcc)", lambda s: compile_cubin(s.text, name=name), source)
     return make_gpu_function(module, source, cubin, inputs, outputs)

@@ -232,9 +232,9 @@ def test_nvcc_compiles_every_kernel_without_warnings(zoo, arch):
     src = render(lower(inputs, list(graph.outputs), graph.fused))
     cubin = compile_cubin(src.text, arch=arch)  # -Werror all-warnings: a warning fails the build
     assert "warning" not in cubin.report.lower()
-    assert set(cubin.resources) == {L.kernel for L in src.launches}
-    for L in src.launches:
-        res = cubin.resources[L.kernel]
+    assert set(cubin.resources) == {L.variant(bits) for L in src.launches for bits in (32, 64)}
+    for L, bits in ((L, bits) for L in src.launches for bits in (32, 64)):
+        res = cubin.resources[L.variant(bits)]
         assert res["registers"] > 0
         if L.schedule in ("row_reduce", "gemm"):
             assert res["shared"] > 0 and res["barriers"] >= 1, (L.kernel, res)

@@ -133,7 +133,7 @@ def test_nvcc_compiles_gemm_without_warnings_or_spills(arch):
     gemms = [L for L in src.launches if L.schedule == "gemm"]
     assert len(gemms) == 2, [L.schedule for L in src.launches]
     for L in gemms:
-        res = cubin.resources[L.kernel]
+        res = cubin.resources[L.variant(32)]
         assert res["spill_stores"] == 0 and res["spill_loads"] == 0 and res["stack"] == 0, (L.kernel, res)
         assert res["shared"] > 0 and res["barriers"] >= 1 and 0 < res["registers"] <= 255, (L.kernel, res)
 
@@ -179,66 +179,142 @@ def test_dlpack_struct_is_parsed_from_numpy_capsules():
         from_dlpack(a)  # a CPU tensor is not a GPU input
 
 
-class _FakeDriver:
-    """Records what a GpuFunction asks of the driver: no copies of GPU inputs, pointers passed as is."""
-    name = "fake"
+class _CountingEmulator:
+    """The emulator driver, counting uploads and kernel variants launched."""
 
-    def __init__(self):
-        self.uploads, self.launches, self.allocs = 0, [], []
+    def __new__(cls):
+        from kerneldsl.runtime.emulator import EmulatorDriver
 
-    def load(self, path):
-        return None
+        class Counting(EmulatorDriver):
+            def __init__(self):
+                self.uploads, self.launched = 0, []
 
-    def function(self, mod, name):
-        return name
+            def to_device(self, a):
+                self.uploads += 1
+                return super().to_device(a)
 
-    def to_device(self, a):
-        self.uploads += 1
-        return ("host-copy", a)
+            def function(self, lib, name):
+                return name, super().function(lib, name)
 
-    def empty(self, nbytes):
-        return ("empty", nbytes)
-
-    def empty_array(self, shape, dtype):
-        self.allocs.append((shape, np.dtype(dtype)))
-        return FakeCudaArray(shape, np.dtype(dtype).str, ptr=0x9000_0000), 0x9000_0000
-
-    def pointer(self, buf):
-        return 0x1000
-
-    def launch(self, fn, grid, block, args):
-        self.launches.append((fn, grid, block, args))
-
-    def synchronize(self):
-        pass
-
-    def to_host(self, dst, buf):
-        dst[...] = 0
+            def launch(self, fn, grid, block, args):
+                self.launched.append((fn[0], grid, block))
+                return super().launch(fn[1], grid, block, args)
+        return Counting()
 
 
-def test_gpu_callable_takes_device_arrays_in_place_and_leaves_outputs_there():
+def _emulated(inputs, outputs, drv):
     from kerneldsl.ir.lower import lower
-    from kerneldsl.runtime.cuda import Cubin, _gpu_function_class
+    from kerneldsl.runtime.cuda import GpuFunction
+    from kerneldsl.runtime.emulator import build_emulated
     from kerneldsl.schedule.fuse import fuse
-    inputs, Y = _dense("float32")
-    g = fuse([Y], True)
+    g = fuse(outputs, True)
     module = lower(inputs, list(g.outputs), g.fused)
     src = C.render(module)
-    drv = _FakeDriver()
-    f = _gpu_function_class()(module, src, Cubin("fake.cubin", "sm_90", ""), inputs, [Y], drv)
-    a, b = FakeCudaArray((7, 5), ptr=0xA000), FakeCudaArray((5, 3), strides=(4, 20), ptr=0xB000)
-    bias = np.zeros(3, np.float32)  # numpy and GPU inputs mix: the numpy one is uploaded
-    out = f(a, b, bias)
-    assert isinstance(out, FakeCudaArray) and drv.allocs == [((7, 3), np.dtype(np.float32))]
+    return GpuFunction(module, src, build_emulated(src.text), inputs, outputs, drv)
+
+
+class HostCudaArray:
+    """Host memory behind __cuda_array_interface__: the emulator's device arrays, as CuPy's on a GPU."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
+                                         "strides": a.strides, "version": 3}
+
+
+@needs_cxx
+def test_gpu_callable_takes_device_arrays_in_place_and_leaves_outputs_there():
+    inputs, Y = _dense("float32")
+    drv = _CountingEmulator()
+    f = _emulated(inputs, [Y], drv)
+    g = rng(5)
+    a = g.standard_normal((7, 5), dtype=np.float32)
+    bt = g.standard_normal((3, 5), dtype=np.float32)  # B is read through a transposed view: strides (1, 5)
+    bias = g.standard_normal(3, dtype=np.float32)  # numpy and device inputs mix: the numpy one is uploaded
+    out = f(HostCudaArray(a), HostCudaArray(bt.T), bias)
+    assert isinstance(out, np.ndarray) and out.shape == (7, 3)  # the emulator's device arrays are numpy's
     assert drv.uploads == 2  # bias and the error report, not a or b
-    (_, grid, block, args), = drv.launches
-    assert (grid, block) == (1, 256)  # one 64 x 64 tile, the default GEMM knobs
-    ints = [int(x) for x in args]
-    assert 0xA000 in ints and 0xB000 in ints and 0x9000_0000 in ints
-    assert ints[ints.index(0xB000) + 1:ints.index(0xB000) + 3] == [1, 5]  # b's element strides
+    assert_same(out, np.tanh(a @ bt.T + bias), what="device arrays in place", **TOL["float32"])
+    assert drv.launched == [("kd_kernel_Y_i32", 1, 256)]  # one 64 x 64 tile, the default GEMM knobs
     with pytest.raises(kd.DTypeError):
-        f(FakeCudaArray((7, 5), "<f8"), b, bias)
+        f(HostCudaArray(a.astype(np.float64)), HostCudaArray(bt.T), bias)
     with pytest.raises(kd.ShapeError):
-        f(FakeCudaArray((7, 4)), b, bias)
-    host = f(np.zeros((7, 5), np.float32), np.zeros((5, 3), np.float32), bias)
-    assert isinstance(host, np.ndarray) and host.shape == (7, 3)  # numpy in, numpy out
+        f(HostCudaArray(a[:, :4]), HostCudaArray(bt.T), bias)
+    host = f(a, bt.T, bias, device_out=False)
+    assert_same(host, np.tanh(a @ bt.T + bias), what="numpy in, numpy out", **TOL["float32"])
+
+
+@needs_cxx
+def test_int64_variant_when_indices_do_not_fit_int32(monkeypatch):
+    from kerneldsl.runtime import cuda as CU
+    n, m = kd.sizes("n m")
+    X = kd.placeholder((n, m), name="X")
+    Y = kd.compute((n, m), lambda i, j: X[i, j] * 2 + X[i, m - 1 - j], name="Y")
+    drv = _CountingEmulator()
+    f = _emulated([X], [Y], drv)
+    x = rng(6).standard_normal((5, 7), dtype=np.float32)
+    want = x * 2 + x[:, ::-1]
+    assert_same(f(x), want, what="int32 indices")
+    monkeypatch.setattr(CU, "INT32_LIMIT", 40)  # 35 points + 256 threads no longer fit
+    assert_same(f(x), want, what="int64 indices")
+    assert [name for name, _, _ in drv.launched] == ["kd_kernel_Y_i32", "kd_kernel_Y_i64"]
+
+
+@needs_cxx
+def test_gpu_callable_edge_inputs():
+    """A 0-d input, an empty gather source (its checks read a stand-in buffer), out= checked as for C."""
+    L, k = kd.sizes("L k")
+    s = kd.placeholder((), name="s")
+    v = kd.placeholder((k,), name="v")
+    idx = kd.placeholder((L,), "int64", name="idx")
+    Y = kd.compute((L,), lambda i: v[idx[i]] * s[()], name="Y")
+    f = kd.build([s, v, idx], [Y], target="cuda-emu")
+    got = f(np.float32(3), np.arange(4, dtype=np.float32), np.array([3, 0, 2]))
+    assert_same(got, np.array([9, 0, 6], np.float32))
+    with pytest.raises(IndexError, match="out of range"):
+        f(np.float32(3), np.zeros(0, np.float32), np.array([0]))
+    out = np.empty(3, np.float32)
+    assert f(np.float32(1), np.arange(4, dtype=np.float32), np.array([1, 1, 1]), out=out) is out
+    assert_same(out, np.ones(3, np.float32))
+    with pytest.raises(kd.DTypeError, match="out="):
+        f(np.float32(1), np.arange(4, dtype=np.float32), np.array([1, 1, 1]), out=np.empty(3))
+    with pytest.raises(ValueError, match="device_out"):
+        f(np.float32(1), np.arange(4, dtype=np.float32), np.array([1]), out=out, device_out=True)
+
+
+@needs_cxx
+def test_emulator_launch_errors_are_exceptions():
+    """A launch the emulator refuses (here 2048 threads per block) raises; the process lives on."""
+    import dataclasses
+
+    from kerneldsl.runtime.emulator import EmulatorError
+    inputs, Y = _dense("float32")
+    f = kd.build(inputs, [Y], target="cuda-emu")
+    f.launches = [dataclasses.replace(L, threads=2048) for L in f.launches]
+    with pytest.raises(EmulatorError, match="invalid launch configuration"):
+        f(*[np.ones(s, np.float32) for s in ((2, 3), (3, 4), (4,))])
+
+
+def test_occupancy_estimate():
+    from kerneldsl.codegen.cuda import blocks_per_sm
+    assert blocks_per_sm("sm_90", 256, 32, 0) == 8  # threads bound: 2048 / 256
+    assert blocks_per_sm("sm_90", 256, 128, 16512) == 2  # registers: 65536 / (128 * 256)
+    assert blocks_per_sm("sm_90", 256, 255, 0) == 1
+    assert blocks_per_sm("sm_80", 1024, 255, 0) == 0  # 255 * 1024 registers do not fit one SM
+    assert blocks_per_sm("sm_80", 128, 16, 100 << 10) == 1  # shared memory bound
+    assert blocks_per_sm("sm_86", 1024, 16, 0) == 1  # 1536 threads per SM
+
+
+@needs_cxx
+@needs_nvcc
+def test_kernel_report_shows_resources_and_warns():
+    inputs, Y = _dense("float32")
+    f = kd.build(inputs, [Y], target="cuda-emu")
+    (rep,) = f.kernels
+    assert rep.name == "Y" and rep.launch.schedule == "gemm"  # the lowered kernel's attributes pass through
+    assert rep.resources["registers"] > 0 and rep.resources["int64"]["registers"] > 0
+    assert rep.blocks_per_sm >= 1 and rep.warnings == []
+    assert "registers" in str(rep) and "block(s) per SM" in rep.summary()
+    f._cubin = type(f._cubin)(f._cubin.path, "sm_80", "", {"kd_kernel_Y_i32": {
+        "registers": 255, "spill_stores": 64, "spill_loads": 64, "shared": 200 << 10}})
+    assert len(f.kernels[0].warnings) == 2 and "WARNING: spills" in f.kernels[0].summary()

@@ -5,7 +5,8 @@ Run: python tutorials/03_cuda.py
 A row softmax goes through three targets: "c" (the CPU), "cuda-emu" (the generated CUDA
 run on kerneldsl's CPU emulator of a GPU: fibers for threads, real __syncthreads and warp
 shuffles) and "cuda" (a real GPU through PyCUDA or CuPy, only where one exists). We print
-the generated CUDA and what ptxas says about each kernel (registers, spills, shared memory).
+the generated CUDA (each kernel in an int32 and an int64 index variant) and what ptxas says
+about each kernel (registers, spills, shared memory, blocks per SM).
 A dense layer then shows the GEMM template (shared-memory tiles, register tiles) and, on a
 GPU, arrays that stay on the device.
 """
@@ -41,12 +42,13 @@ if shutil.which("g++"):
         print(f"  {L.kernel:16s} {L.schedule:12s} {L.threads:4d} threads   work = {L.work}")
     print("\nThe generated CUDA (kernels only):")
     text = f_emu.source
-    first = text.index('extern "C" __global__')
-    print(text[text.rindex("/*", 0, first):text.index("#ifdef KD_CUDA_EMU")])
+    print(text[text.rindex("\n/*", 0, text.index("template <typename kd_idx>")):text.index("#ifdef KD_CUDA_EMU")])
     if shutil.which("nvcc"):
-        print("ptxas resource report per kernel (nvcc -cubin, cached):")
-        for name, res in f_emu.resources.items():
-            print(f"  {name:16s} {res}")
+        # each kernel with ptxas's report (nvcc -cubin, cached) and the occupancy it allows;
+        # spills or less than one resident block per SM would show as WARNING lines
+        print("The kernels, as f.kernels reports them:")
+        for kern in f_emu.kernels:
+            print(" ", kern.summary())
 else:
     print("emulator:  skipped (needs g++)")
 

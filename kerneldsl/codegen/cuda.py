@@ -85,22 +85,109 @@ class Param:
     """One kernel parameter: kind is size (meta slot), buf (buffer index), stride (meta slot) or report."""
     kind: str
     index: int
-    decl: str  # its C declaration in the kernel signature
-    host: str  # the host expression passed for it by the emulator entry
+    ctype: str  # "int64_t" for sizes and strides, "const float *" for an input buffer, ...
+    name: str
+
+    @property
+    def decl(self) -> str:
+        """Its declaration in the kernel signature."""
+        if self.ctype.endswith("*"):
+            return f"{self.ctype}__restrict__ {self.name}"
+        return f"const {self.ctype} {self.name}"
 
 
 @dataclass(frozen=True)
 class Launch:
-    """How the host launches one kernel: `blocks(work)` blocks of `threads` threads, `work` > 0."""
-    kernel: str  # the __global__ function's name
+    """How the host launches one kernel: `blocks(work)` blocks of `threads` threads, `work` > 0.
+
+    Each kernel comes in two index variants, `variant(32)` and `variant(64)`: the int32 one is
+    launched when `work`, every `index_extents` value and the grid's thread count fit in int32.
+    """
+    kernel: str  # the kernel's name; the __global__ functions are its variants
     schedule: str  # grid_stride | row_reduce | gemm | bound (loops the user bound with bind())
     work: E.Expr  # output points (grid_stride), rows (row_reduce), tiles (gemm), blocks (bound); over sizes
     threads: int
     params: tuple  # of Param
+    index_extents: tuple = ()  # other values the kernel's index type must hold (GEMM's M, N, K)
 
     def blocks(self, work: int, max_blocks: int) -> int:
         per = self.threads if self.schedule == "grid_stride" else 1  # row_reduce, gemm, bound: a block per unit
         return max(1, min(-(-work // per), max_blocks))
+
+    def variant(self, bits: int) -> str:
+        return f"{self.kernel}_i{bits}"
+
+
+# per-SM limits used for the occupancy estimate: (threads, blocks, shared bytes, 32-bit registers)
+SM_LIMITS = {70: (2048, 32, 96 << 10, 65536), 75: (1024, 16, 64 << 10, 65536), 80: (2048, 32, 164 << 10, 65536),
+             86: (1536, 16, 100 << 10, 65536), 89: (1536, 24, 100 << 10, 65536), 90: (2048, 32, 228 << 10, 65536),
+             100: (2048, 32, 228 << 10, 65536), 120: (1536, 32, 100 << 10, 65536)}
+
+
+def blocks_per_sm(arch: str, threads: int, registers: int, shared: int) -> int:
+    """Resident blocks per SM for a kernel: the least of what threads, registers (allocated per
+    warp in units of 256) and shared memory (1 KiB reserved per block) allow."""
+    cc = int(arch.removeprefix("sm_").rstrip("a")) if arch.removeprefix("sm_").rstrip("a").isdigit() else 90
+    max_threads, max_blocks, smem, regs = SM_LIMITS.get(cc, SM_LIMITS[max(c for c in SM_LIMITS if c <= cc)]
+                                                        if cc >= 70 else SM_LIMITS[70])
+    warps = -(-threads // 32)
+    per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    by_regs = (regs // per_warp) // warps
+    by_shared = smem // (shared + 1024) if shared else max_blocks
+    return max(0, min(max_threads // threads, max_blocks, by_regs, by_shared))
+
+
+class KernelReport:
+    """One kernel of a CUDA build (`f.kernels`): the lowered kernel (its attributes pass through),
+    its launch, ptxas's resource report and the occupancy it allows, with warnings for spills
+    and for a kernel that cannot keep one block resident per SM."""
+
+    def __init__(self, kernel: Kernel, launch: Launch, function):
+        self.kernel, self.launch, self._f = kernel, launch, function
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+    @property
+    def resources(self) -> dict:
+        return self._f.resources[self.launch.kernel]
+
+    @property
+    def arch(self) -> str:
+        return self._f.arch
+
+    @property
+    def blocks_per_sm(self) -> int:
+        r = self.resources
+        return blocks_per_sm(self.arch, self.launch.threads, r.get("registers", 0), r.get("shared", 0))
+
+    @property
+    def warnings(self) -> list[str]:
+        r, out = self.resources, []
+        if r.get("spill_stores") or r.get("spill_loads"):
+            out.append(f"spills registers ({r['spill_stores']} B stored, {r['spill_loads']} B loaded)")
+        if self.blocks_per_sm < 1:
+            out.append(f"occupancy below one block per SM on {self.arch} ({self.launch.threads} threads, "
+                       f"{r.get('registers', 0)} registers, {r.get('shared', 0)} B shared)")
+        return out
+
+    def summary(self) -> str:
+        L = self.launch
+        head = f"{L.kernel}: {L.schedule}, {L.threads} threads per block"
+        try:
+            r = self.resources
+        except Exception as e:  # noqa: BLE001 - no nvcc: the report says so instead of failing
+            return f"{head}; no resource report ({e})"
+        text = (f"{head}; {r.get('registers', 0)} registers (int64 indices: {r.get('int64', {}).get('registers')}), "
+                f"{r.get('spill_stores', 0)} B spill stores, "
+                f"{r.get('shared', 0)} B shared; {self.blocks_per_sm} block(s) per SM on {self.arch}")
+        return text + "".join(f"\n  WARNING: {w}" for w in self.warnings)
+
+    def __str__(self) -> str:
+        return f"{self.kernel}\n# cuda: {self.summary()}"
+
+    def __repr__(self) -> str:
+        return f"<KernelReport {self.summary()}>"
 
 
 @dataclass(frozen=True)
@@ -294,16 +381,19 @@ def _row_lines(p: CudaPrinter, plan, indent: str) -> tuple[str, set]:
 
 
 def _decompose(p: CudaPrinter, linear: str, loops) -> list[str]:
-    """Lines binding each output loop variable from the linear index (last axis fastest)."""
+    """Lines binding each output loop variable from the linear index (last axis fastest).
+
+    The division and modulo are in the kernel's index type `kd_idx` (int32 when the launch fits);
+    the loop variables themselves are int64, as everywhere else in the printed body."""
     if not loops:
         return []
-    lines = [f"int64_t kd_rem = {linear};"] if len(loops) > 1 else []
+    lines = [f"kd_idx kd_rem = {linear};"] if len(loops) > 1 else []
     for k in range(len(loops) - 1, -1, -1):
         v = p.name(loops[k].var)
         if k == 0:
             lines.append(f"const int64_t {v} = {'kd_rem' if len(loops) > 1 else linear};")
         else:
-            ext = p.expr(loops[k].extent)
+            ext = f"(kd_idx)({p.expr(loops[k].extent)})"
             lines.append(f"const int64_t {v} = kd_rem % {ext};")
             lines.append(f"kd_rem /= {ext};")
     return lines
@@ -335,22 +425,19 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
     names, strides = source_names(module)
 
     def params(used) -> tuple:
-        out = [Param("size", size_pos[s], f"const int64_t {names[s]}", f"kd_meta[{size_pos[s]}]")
-               for s in module.sizes if s in used]
+        out = [Param("size", size_pos[s], "int64_t", names[s]) for s in module.sizes if s in used]
         for b in module.buffers:
             if b not in used:
                 continue
             const = "const " if b.role == "input" else ""
-            ctype = CTYPE[b.dtype]
-            out.append(Param("buf", buf_pos[b], f"{const}{ctype} *__restrict__ {names[b]}",
-                             f"({const}{ctype} *)kd_bufs[{buf_pos[b]}]"))
-            out += [Param("stride", stride_pos[b][d], f"const int64_t {st}", f"kd_meta[{stride_pos[b][d]}]")
-                    for d, st in enumerate(strides[b])]
-        out.append(Param("report", 0, "int64_t *__restrict__ kd_report", "kd_report"))
+            out.append(Param("buf", buf_pos[b], f"{const}{CTYPE[b.dtype]} *", names[b]))
+            out += [Param("stride", stride_pos[b][d], "int64_t", st) for d, st in enumerate(strides[b])]
+        out.append(Param("report", 0, "int64_t *", "kd_report"))
         return tuple(out)
 
     kernels, launches = [], []
     for k in module.kernels:
+        extents = ()
         used = _used([k.body])
         local = dict(names)
         for v in sorted((v for v in used if isinstance(v, E.Var)), key=lambda v: v.name):
@@ -364,8 +451,9 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
         plan = _row_plan(inner) if kn["row_reduce"] and not bound else None
         gp = _gemm_plan(k, kn) if not bound else None
         if gp is not None:  # a contraction: the shared-memory tiled GEMM template
-            from .cuda_gemm import render_gemm, threads, tiles_work
+            from .cuda_gemm import gemm_extents, render_gemm, threads, tiles_work
             work = tiles_work(gp, kn)
+            extents = gemm_extents(gp)
             gemm_printer = CudaPrinter({**local, gp.acc: "kd_acc"}, strides)
             info.update(schedule="gemm", threads=threads(kn), work=p.expr(work),
                         body=render_gemm(gemm_printer, k, gp, kn))
@@ -394,19 +482,15 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
                         decompose=_decompose(p, "kd_t", loops), body="\n".join(p.stmt(inner, " " * 8)))
         ps = params(used)
         info["params"] = [x.decl for x in ps]
+        info["args"] = [x.name for x in ps]
+        info["arg_types"] = [x.ctype for x in ps]
         kernels.append(info)
-        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps))
+        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps, extents))
 
-    hp = CudaPrinter(names, strides)
-    checks = [{"cond": hp.expr(c.cond), "code": c.code} for c in module.checks]
-    host = [{"fname": L.kernel, "work": hp.expr(L.work), "threads": L.threads,
-             "per_block": L.threads if L.schedule == "grid_stride" else 1,
-             "args": [x.host for x in L.params]} for L in launches]
     prelude = environment().get_template("cuda/prelude.cuh").render()
-    text = environment().get_template("cuda/module.cu.j2").render(
-        version=version, prelude=prelude, kernels=kernels, checks=checks, launches=host,
-        sizes=[{"name": names[s], "pos": size_pos[s]} for s in module.sizes], max_blocks=kn["max_blocks"])
+    text = environment().get_template("cuda/module.cu.j2").render(version=version, prelude=prelude, kernels=kernels)
     return CudaSource(text, tuple(launches), kn)
 
 
-__all__ = ["KNOBS", "CudaPrinter", "CudaSource", "Launch", "Param", "knobs", "render"]
+__all__ = ["KNOBS", "CudaPrinter", "CudaSource", "KernelReport", "Launch", "Param", "blocks_per_sm", "knobs",
+           "render"]

@@ -9,12 +9,14 @@ operands' values at a (row, k) and (k, column) point, and the epilogue store.
 A group of axes flattened into one GEMM dimension (conv2d's columns (n, oh, ow)) is decoded
 from its flat index, row-major, last axis fastest:
 
-    int64_t kd_f0 = kd_gn;
-    const int64_t v_ow = kd_f0 % (s_W - 2); kd_f0 /= (s_W - 2);
-    const int64_t v_oh = kd_f0 % (s_H - 2); kd_f0 /= (s_H - 2);
+    kd_idx kd_f0 = kd_gn;
+    const int64_t v_ow = kd_f0 % (kd_idx)(s_W - 2); kd_f0 /= (kd_idx)(s_W - 2);
+    const int64_t v_oh = kd_f0 % (kd_idx)(s_H - 2); kd_f0 /= (kd_idx)(s_H - 2);
     const int64_t v_n = kd_f0;
 
-Index arithmetic is int64 (as the C printer's); the tile-local offsets are int.
+Flat indices and their division are in the kernel's index type kd_idx (int32 when the launch
+fits, else int64); the decoded variables and the operands' index arithmetic are int64 (as the
+C printer's); the tile-local offsets are int.
 """
 
 from __future__ import annotations
@@ -85,17 +87,31 @@ def tiles_work(gp, k: dict) -> E.Expr:
     return simplify(total(c.batch) * m_tiles * n_tiles)
 
 
+def gemm_extents(gp) -> tuple:
+    """The GEMM's M, N, K and batch totals: values its index type must hold."""
+    from ..ir.simplify import simplify
+    c = gp.contraction
+
+    def total(axes):
+        w = E.Const(1, "int64")
+        for a in axes:
+            w = w * a.extent
+        return simplify(w)
+    return tuple(total(axes) for axes in (c.m, c.n, c.k, c.batch))
+
+
 def _decode(p, gp, axes, flat: str, tag: str) -> list[str]:
-    """Declare the group's loop variables from a flat index (row-major, last axis fastest)."""
+    """Declare the group's loop variables from a flat index (row-major, last axis fastest); the
+    division and modulo are in the kernel's index type kd_idx, the variables int64."""
     names = [p.name(gp.vars[a]) for a in axes]
     if not axes:
         return []
     if len(axes) == 1:
         return [f"const int64_t {names[0]} = {flat};", f"(void){names[0]};"]
     f = f"kd_f{tag}"
-    out = [f"int64_t {f} = {flat};"]
+    out = [f"kd_idx {f} = {flat};"]
     for a, v in zip(reversed(axes[1:]), reversed(names[1:])):
-        ext = p.expr(a.extent)
+        ext = f"(kd_idx)({p.expr(a.extent)})"
         out += [f"const int64_t {v} = {f} % {ext};", f"(void){v};", f"{f} /= {ext};"]
     return [*out, f"const int64_t {names[0]} = {f};", f"(void){names[0]};"]
 

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import CompileError
 from ..ir import expr as E
 from . import build as B
+from .callable import Function
 from .device_arrays import DeviceArray, device_array, is_device_array
 
 NVCC_FLAGS = ("-O3", "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings")
@@ -318,113 +319,151 @@ def _input(x, p):
     from ..shapes import as_input_array
     if is_device_array(x):
         return device_array(x, f"input {p.name}")
-    return as_input_array(x, p)
+    return x if type(x) is np.ndarray else as_input_array(x, p)
 
 
-def _element_strides(a) -> tuple:
-    return a.strides if isinstance(a, DeviceArray) else tuple(st // a.itemsize for st in a.strides)
+def _element_strides(a) -> list:
+    return list(a.strides) if isinstance(a, DeviceArray) else [st // a.itemsize for st in a.strides]
 
 
-def _gpu_function_class():
-    from .callable import Function
+# every launch whose index decomposition fits in int32 (with room for the grid-stride step) runs the
+# kernel's int32 variant: 64-bit division and modulo are long instruction sequences on a GPU
+INT32_LIMIT = 2**31 - 1
 
-    class GpuFunction(Function):
-        """What kd.build(target="cuda") returns: numpy in, numpy out, kernels on the GPU.
 
-        Inputs are checked exactly as for the C target, copied to the GPU (contiguous), the
-        entry checks are evaluated on the host, the kernels launched in order, and the outputs
-        and the error report copied back. `f.resources` holds ptxas's report per kernel.
-        """
+class GpuFunction(Function):
+    """What kd.build(target="cuda" or "cuda-emu") returns: the C callable's contract on a GPU.
 
-        def __init__(self, module, source, cubin: Cubin, inputs, outputs, drv):
-            self.drv, self.cubin, self.launches = drv, cubin, source.launches
-            self.resources, self.cuda_source = cubin.resources, source
-            self._mod = drv.load(cubin.path)
-            self._fns = {L.kernel: drv.function(self._mod, L.kernel) for L in self.launches}
-            self.module, self.source, self.source_path = module, source.text, cubin.source_path
-            self.inputs, self.outputs = tuple(inputs), tuple(outputs)
-            self._temps = [module.tensors[b] for b in module.temps]
-            self._plan()
+    Inputs are checked exactly as for the C target; numpy inputs are copied to the device
+    (contiguous), GPU arrays are read in place; the entry checks are evaluated on the host
+    before any launch; the kernels are launched in order through the driver, each in its
+    int32 or int64 index variant; per-element index checks come back in a small device
+    `report` buffer. `f.kernels` lists each kernel with its launch and ptxas's resource report.
+    """
 
-        def __call__(self, *args, out=None, device_out=None):
-            from ..shapes import bind_sizes, concrete_shape
-            if len(args) != len(self.inputs):
-                raise TypeError(f"this function takes {len(self.inputs)} input(s), got {len(args)}")
-            arrays = [_input(a, p) for a, p in zip(args, self.inputs)]
-            on_device = any(isinstance(a, DeviceArray) for a in arrays)
-            device_out = on_device if device_out is None else bool(device_out)
-            if device_out and out is not None:
-                raise ValueError("out= takes numpy arrays; with device_out=True the outputs are new GPU arrays")
-            sizes = self._fast_sizes(arrays)
-            if sizes is None:
-                named = bind_sizes(self.inputs, arrays)
-                sizes = [named[s] for s in self.module.sizes]
-            named = dict(zip(self.module.sizes, sizes))
+    def __init__(self, module, source, binary: str, inputs, outputs, drv, cubin: Cubin | None = None):
+        self.drv, self.launches, self.cuda_source, self._cubin = drv, source.launches, source, cubin
+        self.module, self.source, self.source_path = module, source.text, getattr(cubin, "source_path", "")
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+        self._mod = drv.load(binary)
+        self._fns = {(L.kernel, bits): drv.function(self._mod, L.variant(bits))
+                     for L in self.launches for bits in (32, 64)}
+        self._temps = [module.tensors[b] for b in module.temps]
+        self._dummy = None  # a small device buffer standing in for empty arrays
+        self._plan()
+
+    @property
+    def resources(self) -> dict:
+        """ptxas's report per kernel (registers, spills, shared memory) for its int32 variant, the
+        int64 variant's under "int64"; nvcc runs on first use."""
+        if self._cubin is None:
+            self._cubin = compile_cubin(self.source)
+        res = self._cubin.resources
+        return {L.kernel: {**res.get(L.variant(32), {}), "int64": res.get(L.variant(64), {})} for L in self.launches}
+
+    @property
+    def arch(self) -> str:
+        return self._cubin.arch if self._cubin is not None else default_arch()
+
+    @property
+    def kernels(self):
+        from ..codegen.cuda import KernelReport
+        return tuple(KernelReport(k, L, self) for k, L in zip(self.module.kernels, self.launches))
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("Function", f"GpuFunction[{self.drv.name}]", 1)
+
+    def __call__(self, *args, out=None, device_out=None):
+        from ..shapes import bind_sizes, concrete_shape
+        if len(args) != len(self.inputs):
+            names = ", ".join(t.name for t in self.inputs)
+            raise TypeError(f"this function takes {len(self.inputs)} input(s) ({names}), got {len(args)}")
+        arrays = [_input(a, p) for a, p in zip(args, self.inputs)]
+        on_device = any(isinstance(a, DeviceArray) for a in arrays)
+        device_out = on_device if device_out is None else bool(device_out)
+        if device_out and out is not None:
+            raise ValueError("out= takes numpy arrays; with device_out=True the outputs are new GPU arrays")
+        sizes = self._fast_sizes(arrays)
+        if sizes is None:
+            named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
+            sizes = [named[s] for s in self.module.sizes]
+        named = dict(zip(self.module.sizes, sizes))
+        shapes = self._shapes(sizes)
+        if self._may_be_negative and any(d < 0 for shape in shapes for d in shape):
             for t in self.outputs + tuple(self._temps):
-                concrete_shape(t, named)  # a negative dimension raises the ShapeError naming t
-            shapes = self._shapes(sizes)
-            bufs = [a if isinstance(a, DeviceArray) else np.ascontiguousarray(a) for a in arrays]
-            bufs += [np.empty(s, dtype=d) for s, d in zip(shapes, self._out_dtypes)]
-            meta = list(sizes) + [st for a in bufs for st in _element_strides(a)]
-            report = np.zeros(2, np.int64)
-            rc, dev_out = self._run(bufs, named, meta, report, device_out)
-            if rc:
-                raise self._error(rc, named, int(report[1]))
-            results = dev_out if device_out else bufs[len(arrays):len(arrays) + self._nout]
-            if out is not None:
-                out = (out,) if isinstance(out, np.ndarray) else tuple(out)
-                for o, r in zip(out, results):
-                    o[...] = r
-                results = list(out)
-            return results[0] if self._nout == 1 else tuple(results)
+                concrete_shape(t, named)  # raises the ShapeError naming the tensor
+        outs = None if out is None else self._outputs(shapes[:self._nout], out, [])
+        # (np.ascontiguousarray would make 0-d inputs 1-d)
+        bufs = [a if isinstance(a, DeviceArray) or a.flags.c_contiguous else np.array(a, order="C") for a in arrays]
+        bufs += [np.empty(s, dtype=d) for s, d in zip(shapes, self._out_dtypes)]
+        meta = list(sizes)
+        for a in bufs:  # an empty array's strides are zero: a failed check then reads the dummy's element 0
+            meta += _element_strides(a) if a.size else [0] * a.ndim
+        report = np.zeros(2, np.int64)
+        rc, dev_out = self._run(bufs, named, meta, report, device_out)
+        if rc:
+            raise self._error(rc, named, int(report[1]))
+        results = dev_out if device_out else bufs[len(arrays):len(arrays) + self._nout]
+        if outs is not None:
+            for (o, _), r in zip(outs, results):
+                o[...] = r
+            results = [o for o, _ in outs]
+        return results[0] if self._nout == 1 else tuple(results)
 
-        def _run(self, bufs, named, meta, report, device_out=False):
-            """(error code, the outputs as GPU arrays when device_out)."""
-            from ..codegen.cuda import KNOBS
-            from ..shapes import eval_int
-            drv, m = self.drv, self.module
-            for c in m.checks:
-                if not eval_cond(c.cond, named):
-                    return c.code, None
-            dev, ptrs, kept = [], [], []
-            for a, b in zip(bufs, m.buffers):
-                if isinstance(a, DeviceArray):  # a GPU input: read in place
-                    dev.append(a)
-                    ptrs.append(a.ptr)
-                elif b.role == "output" and device_out:
-                    arr, ptr = drv.empty_array(a.shape, a.dtype)
-                    kept.append(arr)
-                    dev.append(arr)
-                    ptrs.append(ptr)
+    def _pointer(self, buf, nbytes: int) -> int:
+        if nbytes:
+            return self.drv.pointer(buf)
+        if self._dummy is None:
+            self._dummy = self.drv.to_device(np.zeros(2, np.float64))
+        return self.drv.pointer(self._dummy)
+
+    def _run(self, bufs, named, meta, report, device_out=False):
+        """(error code, the outputs as GPU arrays when device_out)."""
+        from ..codegen.cuda import KNOBS
+        from ..shapes import eval_int
+        drv, m = self.drv, self.module
+        for c in m.checks:
+            if not eval_cond(c.cond, named):
+                return c.code, None
+        dev, ptrs, kept = [], [], []
+        for a, b in zip(bufs, m.buffers):
+            if isinstance(a, DeviceArray):  # a GPU input: read in place
+                d, ptr = a, (a.ptr if a.size else self._pointer(None, 0))
+            elif b.role == "output" and device_out:
+                d, ptr = drv.empty_array(a.shape, a.dtype)
+                kept.append(d)
+                ptr = ptr or self._pointer(None, 0)
+            else:
+                d = drv.to_device(a) if b.role == "input" else drv.empty(a.nbytes)
+                ptr = self._pointer(d, a.nbytes)
+            dev.append(d)
+            ptrs.append(ptr)
+        dev_report = drv.to_device(report)
+        max_blocks = self.cuda_source.knobs.get("max_blocks", KNOBS["max_blocks"])
+        for L in self.launches:
+            work = eval_int(L.work, named)
+            if work <= 0:
+                continue
+            blocks = L.blocks(work, max_blocks)
+            span = blocks * L.threads + max(eval_int(e, named) for e in (L.work, *L.index_extents))
+            args = []
+            for p in L.params:
+                if p.kind in ("size", "stride"):
+                    args.append(np.int64(meta[p.index]))
                 else:
-                    d = drv.to_device(a) if b.role == "input" else drv.empty(a.nbytes)
-                    dev.append(d)
-                    ptrs.append(drv.pointer(d))
-            dev_report = drv.to_device(report)
-            max_blocks = self.cuda_source.knobs.get("max_blocks", KNOBS["max_blocks"])
-            for L in self.launches:
-                work = eval_int(L.work, named)
-                if work <= 0:
-                    continue
-                args = []
-                for p in L.params:
-                    if p.kind in ("size", "stride"):
-                        args.append(np.int64(meta[p.index]))
-                    else:
-                        args.append(np.uintp(ptrs[p.index] if p.kind == "buf" else drv.pointer(dev_report)))
-                drv.launch(self._fns[L.kernel], L.blocks(work, max_blocks), L.threads, args)
-            drv.synchronize()
-            drv.to_host(report, dev_report)
-            if report[0]:
-                return int(report[0]), None
-            if device_out:
-                return 0, kept
-            for a, b, d in zip(bufs, m.buffers, dev):
-                if b.role == "output":
-                    drv.to_host(a, d)
-            return 0, None
-
-    return GpuFunction
+                    args.append(np.uintp(ptrs[p.index] if p.kind == "buf" else drv.pointer(dev_report)))
+            fn = self._fns[L.kernel, 32 if span <= INT32_LIMIT else 64]
+            drv.launch(fn, blocks, L.threads, args)
+        drv.synchronize()
+        drv.to_host(report, dev_report)
+        if report[0]:
+            return int(report[0]), None
+        if device_out:
+            return 0, kept
+        for a, b, d in zip(bufs, m.buffers, dev):
+            if b.role == "output" and a.nbytes:
+                drv.to_host(a, d)
+        return 0, None
 
 
 def make_gpu_function(module, source, cubin: Cubin, inputs, outputs):
@@ -432,4 +471,4 @@ def make_gpu_function(module, source, cubin: Cubin, inputs, outputs):
     if drv is None:
         raise RuntimeError("target='cuda' needs PyCUDA or CuPy and a CUDA GPU; none was found "
                            "(set KERNELDSL_CUDA_DRIVER, or use target='cuda-emu' to run on the CPU)")
-    return _gpu_function_class()(module, source, cubin, inputs, outputs, drv)
+    return GpuFunction(module, source, cubin.path, inputs, outputs, drv, cubin)

@@ -1,10 +1,13 @@
 """The CUDA emulator target: the generated .cu compiled by the host C++ compiler with
 templates/cuda/kd_cuda_emu.h (fibers for threads, blocks in turn), loaded with ctypes.
 
-`kd.build(..., target="cuda-emu")` returns an `EmuFunction`: the C target's callable (same
-input checks, same errors) whose kd_entry launches the CUDA kernels on the emulator. A
-misuse the emulator detects (divergent __syncthreads, a deadlock between threads, a
-shared-memory index out of bounds) raises `EmulatorError` with the emulator's message.
+`kd.build(..., target="cuda-emu")` returns the GPU callable (runtime/cuda.py's GpuFunction)
+with the emulator as its driver: the same launcher, argument packing, index-variant choice,
+error report and GPU-array handling as on a real GPU, with host memory as device memory.
+Each kernel variant has a launch entry in the .cu file (`kd_emu_launch_<kernel>`, taking
+cuLaunchKernel's array of argument pointers). A misuse the emulator detects (divergent
+__syncthreads, a deadlock between threads, a shared-memory index out of bounds) raises
+`EmulatorError` with the emulator's message.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import os
 import shlex
 import shutil
 
+import numpy as np
+
 from ..codegen.c import TEMPLATES
 from ..errors import CompileError
 from . import build as B
-from .callable import Function
-from .cuda import cached_artifact, compile_cubin, nvcc_path
+from .cuda import cached_artifact
 
 EMU_FLAGS = ("-x", "c++", "-std=c++17", "-O1", "-fwrapv", "-fPIC", "-shared", "-w")
-EMU_FAILED = -1  # kd_entry's code for "the emulator stopped the launch"
 HEADER = TEMPLATES / "cuda" / "kd_cuda_emu.h"
 
 
@@ -40,8 +43,8 @@ def _header() -> str:
     return HEADER.read_text()
 
 
-def compile_emulated(cu_text: str, name: str = "kernel") -> ctypes.CDLL:
-    """Compile CUDA source for the emulator (the header is prepended) and load the library."""
+def build_emulated(cu_text: str, name: str = "kernel") -> str:
+    """Compile CUDA source for the emulator (the header is prepended); the library's path."""
     cxx = shlex.split(os.environ.get("KERNELDSL_CXX") or "g++")
     if not cxx or shutil.which(cxx[0]) is None:
         raise CompileError(f"C++ compiler {cxx[0] if cxx else '<empty>'!r} not found; the CUDA emulator needs "
@@ -50,10 +53,19 @@ def compile_emulated(cu_text: str, name: str = "kernel") -> ctypes.CDLL:
     ident = ["emu", B._compiler_identity(tuple(cxx)), list(EMU_FLAGS)]
     art = cached_artifact(ident, source, ".emu.cpp", ".so",
                           lambda src, out: [*cxx, *EMU_FLAGS, "-o", out, src, "-lm", "-lpthread"], name)
+    return art.path
+
+
+def _load(path: str) -> ctypes.CDLL:
     try:
-        return ctypes.CDLL(art.path)
+        return ctypes.CDLL(path)
     except OSError as e:
-        raise CompileError(f"built {art.path} but could not load it: {e}", art.source_path) from e
+        raise CompileError(f"built {path} but could not load it: {e}") from e
+
+
+def compile_emulated(cu_text: str, name: str = "kernel") -> ctypes.CDLL:
+    """The emulator library of hand-written CUDA source (kernels launched with kd_emu::launch)."""
+    return _load(build_emulated(cu_text, name))
 
 
 def last_error(lib: ctypes.CDLL) -> str:
@@ -62,24 +74,52 @@ def last_error(lib: ctypes.CDLL) -> str:
     return fn().decode(errors="replace")
 
 
-class EmuFunction(Function):
-    """The C callable, with CUDA kernels running on the emulator; `launches` says how."""
+class EmulatorDriver:
+    """The driver interface of runtime/cuda.py (as _PyCuda and _CuPy) over the emulator: device
+    buffers are numpy arrays, pointers their addresses, launches synchronous."""
 
-    def __init__(self, module, source, lib, inputs, outputs, source_path: str = ""):
-        super().__init__(module, lib, source.text, inputs, outputs, source_path)
-        self.cuda_source, self.launches = source, source.launches
-        self._resources = None
+    name = "cuda-emu"
 
-    @property
-    def resources(self) -> dict:
-        """ptxas's report per kernel (registers, spills, shared memory), compiled on first use."""
-        if self._resources is None:
-            if nvcc_path() is None:
-                raise CompileError("resources need nvcc (the CUDA toolkit); it was not found")
-            self._resources = compile_cubin(self.source).resources
-        return self._resources
+    def capability(self):
+        return None
 
-    def _error(self, code: int, sizes: dict, index: int) -> Exception:
-        if code == EMU_FAILED:
-            return EmulatorError(f"CUDA emulator: {last_error(self._lib)}")
-        return super()._error(code, sizes, index)
+    def load(self, path):
+        return _load(path)
+
+    def function(self, lib, name):
+        fn = getattr(lib, f"kd_emu_launch_{name}")
+        fn.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p)
+        fn.restype = ctypes.c_int
+        return lib, fn
+
+    def to_device(self, a: np.ndarray):
+        return np.array(a, copy=True) if a.nbytes else None
+
+    def empty(self, nbytes: int):
+        return np.empty(nbytes, np.uint8) if nbytes else None
+
+    def pointer(self, buf) -> int:
+        return buf.ctypes.data if buf is not None else 0
+
+    def launch(self, fn, grid, block, args):
+        lib, f = fn
+        values = [ctypes.c_int64(int(a)) if isinstance(a, np.int64) else ctypes.c_void_p(int(a)) for a in args]
+        argv = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
+        if f(int(grid), int(block), argv) != 0:
+            raise EmulatorError(f"CUDA emulator: {last_error(lib)}")
+
+    def empty_array(self, shape, dtype):
+        a = np.empty(shape, dtype)
+        return a, (a.ctypes.data if a.size else 0)
+
+    def to_host(self, dst: np.ndarray, buf):
+        if buf is not None:
+            dst[...] = buf.view(dst.dtype).reshape(dst.shape)
+
+    def synchronize(self):
+        pass
+
+
+def make_emulated_function(module, source, inputs, outputs, name: str):
+    from .cuda import GpuFunction
+    return GpuFunction(module, source, build_emulated(source.text, name), inputs, outputs, EmulatorDriver())
