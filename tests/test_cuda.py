@@ -356,3 +356,71 @@ def test_gpu_matches_reference(zoo, which):
     f = kd.build(inputs, outputs, target="cuda")
     got = _run_and_compare(f, zoo, which)
     assert got is not None and f.resources
+
+
+# --- vector (float4) accesses in elementwise kernels --------------------------------------------
+def _vector_accesses(f) -> int:
+    fn = f._mod.kd_emu_vector_accesses
+    fn.restype = ctypes.c_ulonglong
+    return int(fn())
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_vector_path_where_alignment_allows(dtype):
+    n, m = kd.sizes("n m")
+    X = kd.placeholder((n, m), dtype, name="X")
+    b = kd.placeholder((m,), dtype, name="b")
+    s = kd.placeholder((n,), dtype, name="s")
+    # b[j] vectorizes with X; s[i] is per row; X[i, m - 1 - j] is reversed (scalar); where's branch is guarded
+    Y = kd.compute((n, m), lambda i, j: X[i, j] * b[j] + s[i] + kd.where(X[i, j] > 0, X[i, m - 1 - j], 1),
+                   name="Y")
+    f = kd.build([X, b, s], [Y], target="cuda-emu")
+    (L,) = f.launches
+    assert L.lanes == 16 // np.dtype(dtype).itemsize
+    g = rng(7)
+
+    def run(x, bb, ss, vector: bool):
+        before = _vector_accesses(f)
+        got = f(x, bb, ss)
+        want = x * bb + ss[:, None] + np.where(x > 0, x[:, ::-1], 1)
+        assert_same(got, want.astype(dtype), what=f"{dtype} {x.shape} strides {x.strides}")
+        assert (_vector_accesses(f) > before) == vector, "vector path taken" if not vector else "scalar path taken"
+
+    def data(shape):
+        return (g.standard_normal(shape) * 10).astype(dtype)
+    run(data((5, 8)), data(8), data(5), vector=True)
+    run(data((3, 16)), data(16), data(3), vector=True)
+    run(data((5, 7)), data(7), data(5), vector=False)  # the row is not a whole number of vectors
+    big = data((5, 9))
+    run(big[:, 1:], data(8), data(5), vector=True)  # a view: copied to the device contiguous, then aligned
+    run(data((8, 5)).T, data(8), data(5), vector=True)  # transposed: copied contiguous too
+
+
+@needs_cxx
+def test_vector_path_reads_device_arrays_in_place_only_when_aligned():
+    from test_cuda_gemm import HostCudaArray
+    n = kd.size("n")
+    X = kd.placeholder((n,), name="X")
+    Y = kd.compute((n,), lambda i: kd.exp(X[i]) * 2, name="Y")
+    f = kd.build([X], [Y], target="cuda-emu")
+    base = rng(8).standard_normal(13).astype(np.float32)
+    for offset, vector in ((0, True), (1, False)):  # a device view 4 bytes past an aligned start
+        x = base[offset:offset + 8]
+        before = _vector_accesses(f)
+        got = f(HostCudaArray(x))
+        assert_same(got, np.exp(x) * 2, what=f"offset {offset}", **F32)
+        assert (_vector_accesses(f) > before) == (vector and base.ctypes.data % 16 == 0)
+
+
+@needs_cxx
+def test_emulator_reports_misaligned_vector_access():
+    from kerneldsl.codegen.c import environment
+    from kerneldsl.runtime.emulator import compile_emulated, last_error
+    lib = compile_emulated(environment().get_template("cuda/prelude.cuh").render() + r"""
+__global__ void k_misaligned(float *x) { kd_vstore(x + 1, make_float4(1, 2, 3, 4)); }
+extern "C" int run(float *x) { return kd_emu::launch(k_misaligned, dim3(1), dim3(32), x); }
+""", "misaligned")
+    x = np.zeros(8, np.float32)
+    assert lib.run(ctypes.c_void_p(x.ctypes.data)) != 0
+    assert "misaligned 16-byte vector store" in last_error(lib)

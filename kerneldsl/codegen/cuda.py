@@ -49,6 +49,7 @@ KNOBS = {
     "threads_per_block": 256,  # grid-stride kernels; a multiple of 32 in [32, 1024]
     "row_threads": 256,  # row-reduction kernels (threads cooperating on one row); multiple of 32
     "max_blocks": 4096,  # grid-stride loops cover the rest
+    "vectorize": True,  # elementwise kernels move 16 bytes per access (float4, ...) where alignment allows
     "row_reduce": True,  # False: every kernel takes the grid-stride schedule
     # contractions (codegen/cuda_gemm.py, templates/cuda/gemm.cu.j2): a BM x BN tile per block,
     # a TM x TN register tile per thread, K walked BK at a time through `stages` shared buffers
@@ -109,9 +110,11 @@ class Launch:
     threads: int
     params: tuple  # of Param
     index_extents: tuple = ()  # other values the kernel's index type must hold (GEMM's M, N, K)
+    lanes: int = 1  # elements per vector access of a grid-stride kernel (its vector path)
 
     def blocks(self, work: int, max_blocks: int) -> int:
-        per = self.threads if self.schedule == "grid_stride" else 1  # row_reduce, gemm, bound: a block per unit
+        # grid_stride: a thread per vector step; row_reduce, gemm, bound: a block per unit
+        per = self.threads * self.lanes if self.schedule == "grid_stride" else 1
         return max(1, min(-(-work // per), max_blocks))
 
     def variant(self, bits: int) -> str:
@@ -380,7 +383,7 @@ def _row_lines(p: CudaPrinter, plan, indent: str) -> tuple[str, set]:
     return "\n".join(lines), partials
 
 
-def _decompose(p: CudaPrinter, linear: str, loops) -> list[str]:
+def _decompose(p: CudaPrinter, linear: str, loops, lanes: int = 1) -> list[str]:
     """Lines binding each output loop variable from the linear index (last axis fastest).
 
     The division and modulo are in the kernel's index type `kd_idx` (int32 when the launch fits);
@@ -390,13 +393,93 @@ def _decompose(p: CudaPrinter, linear: str, loops) -> list[str]:
     lines = [f"kd_idx kd_rem = {linear};"] if len(loops) > 1 else []
     for k in range(len(loops) - 1, -1, -1):
         v = p.name(loops[k].var)
+        scale = f" * {lanes}" if lanes > 1 and k == len(loops) - 1 else ""  # a vector step: lanes elements
         if k == 0:
-            lines.append(f"const int64_t {v} = {'kd_rem' if len(loops) > 1 else linear};")
+            lines.append(f"const int64_t {v} = (int64_t){'kd_rem' if len(loops) > 1 else linear}{scale};")
         else:
-            ext = f"(kd_idx)({p.expr(loops[k].extent)})"
-            lines.append(f"const int64_t {v} = kd_rem % {ext};")
+            ext = f"(kd_idx)({p.expr(loops[k].extent)})" + (f" / {lanes}" if scale else "")
+            lines.append(f"const int64_t {v} = (int64_t)(kd_rem % ({ext})){scale};")
             lines.append(f"kd_rem /= {ext};")
     return lines
+
+
+# (element dtype, lanes) -> the CUDA vector type moving them in one access
+VECTOR_TYPES = {("float32", 4): "float4", ("float32", 2): "float2", ("int32", 4): "int4", ("int32", 2): "int2",
+                ("float64", 2): "double2", ("int64", 2): "longlong2"}
+ITEMSIZE = {"float32": 4, "int32": 4, "float64": 8, "int64": 8}
+LANE = "xyzw"
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """A grid-stride kernel whose store and unguarded loads move `lanes` neighbouring elements of
+    the innermost loop per access (16 bytes of the stored dtype): float4, double2, ..."""
+    lanes: int
+    store: Store
+    loads: tuple  # the Load nodes read as vectors (others stay scalar, per lane)
+
+
+def _vector_plan(loops, inner) -> VectorPlan | None:
+    """A single store whose last index is the innermost loop variable (and no other index uses
+    it) vectorizes; so does every load like it that is always evaluated (not under a select
+    branch, not a checked gather), when its element size fits the same lanes."""
+    if not loops or not isinstance(inner, Store) or not inner.indices or inner.buffer.dtype not in ITEMSIZE:
+        return None
+    j = loops[-1].var
+    lanes = 16 // ITEMSIZE[inner.buffer.dtype]
+
+    def along_j(indices) -> bool:
+        return bool(indices) and indices[-1] is j and not any(j in set(E.walk(ix)) for ix in indices[:-1])
+    if not along_j(inner.indices):
+        return None
+    found: list = []
+
+    def visit(e, guarded: bool):
+        if isinstance(e, E.Select):
+            visit(e.cond, guarded)
+            visit(e.a, True)
+            visit(e.b, True)
+            return
+        if isinstance(e, E.Load) and not guarded and (e.dtype, lanes) in VECTOR_TYPES and along_j(e.indices) \
+                and e not in found:
+            found.append(e)
+        for c in e.children():
+            visit(c, guarded)
+    visit(inner.value, False)
+    return VectorPlan(lanes, inner, tuple(found))
+
+
+def _vector_lines(p: CudaPrinter, plan: VectorPlan, j: E.Var) -> tuple[str, list[str]]:
+    """(the run-time condition for the vector path, the body of one vector step at v_j)."""
+    lanes = plan.lanes
+    bufs = [plan.store.buffer, *dict.fromkeys(ld.tensor for ld in plan.loads)]
+    cond = []
+    for b in bufs:  # aligned base, unit stride along j, and every row start a whole number of vectors
+        size = ITEMSIZE[b.dtype] * lanes
+        cond.append(f"((uintptr_t){p.name(b)} % {size} == 0)")
+        st = p.strides[b]
+        cond.append(f"{st[-1]} == 1")
+        cond += [f"{x} % {lanes} == 0" for x in st[:-1]]
+    lines, lane_vars = [], {}
+    for n, ld in enumerate(plan.loads):
+        vt = VECTOR_TYPES[ld.dtype, lanes]
+        lines.append(f"const {vt} kd_v{n} = kd_vload<{vt}>(&{p.expr(ld)});")
+        for lane in range(lanes):
+            var = E.Var(f"kd_v{n}_{LANE[lane]}", ld.dtype)
+            lane_vars[ld, lane] = var
+            p.var_names[var] = f"kd_v{n}.{LANE[lane]}"
+    values = []
+    for lane in range(lanes):
+        v = E.transform(plan.store.value, lambda e, lane=lane: lane_vars.get((e, lane)))
+        if lane:
+            v = E.substitute(v, {j: j + E.Const(lane, "int64")})
+        values.append(f"kd_y{lane}")
+        lines.append(f"const {CTYPE[plan.store.buffer.dtype]} kd_y{lane} = {p.expr(v)};")
+    vt = VECTOR_TYPES[plan.store.buffer.dtype, lanes]
+    st = plan.store
+    lines.append(f"kd_vstore(&{p.name(st.buffer)}[{p.index(st.buffer, st.indices)}], "
+                 f"make_{vt}({', '.join(values)}));")
+    return " && ".join(cond), lines
 
 
 def _product(exprs) -> E.Expr:
@@ -480,12 +563,17 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
             work = _product(lp.extent for lp in loops)
             info.update(schedule="grid_stride", threads=kn["threads_per_block"], work=p.expr(work),
                         decompose=_decompose(p, "kd_t", loops), body="\n".join(p.stmt(inner, " " * 8)))
+            vp = _vector_plan(loops, inner) if kn["vectorize"] else None
+            if vp is not None:
+                cond, vlines = _vector_lines(p, vp, loops[-1].var)
+                info.update(lanes=vp.lanes, vector_cond=f"{p.expr(loops[-1].extent)} % {vp.lanes} == 0 && {cond}",
+                            vector_decompose=_decompose(p, "kd_t", loops, vp.lanes), vector_body=vlines)
         ps = params(used)
         info["params"] = [x.decl for x in ps]
         info["args"] = [x.name for x in ps]
         info["arg_types"] = [x.ctype for x in ps]
         kernels.append(info)
-        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps, extents))
+        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps, extents, info.get("lanes", 1)))
 
     prelude = environment().get_template("cuda/prelude.cuh").render()
     text = environment().get_template("cuda/module.cu.j2").render(version=version, prelude=prelude, kernels=kernels)

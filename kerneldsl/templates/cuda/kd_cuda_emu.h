@@ -345,6 +345,31 @@ inline float __saturatef(float x) { return x != x ? 0.0f : (x < 0.0f ? 0.0f : (x
 inline float __int_as_float(int x) { float f; memcpy(&f, &x, 4); return f; }
 inline int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
 
+/* --- vector types: CUDA's, with its alignment (a misaligned access faults on a GPU) ---- */
+#define KD_EMU_VEC(T, N, A, ...) struct __attribute__((aligned(A))) N { T __VA_ARGS__; };
+KD_EMU_VEC(float, float2, 8, x, y)
+KD_EMU_VEC(float, float4, 16, x, y, z, w)
+KD_EMU_VEC(int, int2, 8, x, y)
+KD_EMU_VEC(int, int4, 16, x, y, z, w)
+KD_EMU_VEC(double, double2, 16, x, y)
+KD_EMU_VEC(long long, longlong2, 16, x, y)
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return {x, y}; }
+inline longlong2 make_longlong2(long long x, long long y) { return {x, y}; }
+
+namespace kd_emu {
+inline unsigned long long vector_accesses = 0;  /* counted, so that tests can see the vector path taken */
+inline void check_aligned(const void *p, size_t align, const char *what) {
+    if ((uintptr_t)p % align) fail("misaligned %zu-byte vector %s at address %p", align, what, p);
+    vector_accesses++;
+}
+}  // namespace kd_emu
+extern "C" unsigned long long kd_emu_vector_accesses(void) { return kd_emu::vector_accesses; }
+#define KD_CHECK_ALIGNED(p, align, what) kd_emu::check_aligned(p, align, what)
+
 extern "C" const char *kd_emu_error(void) { return kd_emu::error_text; }
 
 #endif

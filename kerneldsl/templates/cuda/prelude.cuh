@@ -32,4 +32,18 @@ KD_FN int64_t kd_comb_min(int64_t a, int64_t b) { return kd_min_i64(a, b); }
 
 #ifndef KD_CUDA_EMU
 #define KD_SHARED_ARRAY(T, name, N) __shared__ T name[N]
+#define KD_CHECK_ALIGNED(p, align, what) ((void)0)
 #endif
+
+/* Vector loads and stores (float4 and kin: 16 bytes in one instruction); the emulator checks
+   the alignment a GPU requires. */
+template <class V, class T> KD_FN V kd_vload(const T *p)
+{
+    KD_CHECK_ALIGNED(p, sizeof(V), "load");
+    return *(const V *)p;
+}
+template <class V, class T> KD_FN void kd_vstore(T *p, V v)
+{
+    KD_CHECK_ALIGNED(p, sizeof(V), "store");
+    *(V *)p = v;
+}
