@@ -199,24 +199,22 @@ def test_emulator_gradients():
 def test_knobs_change_the_launch_not_the_result(zoo):
     from kerneldsl.codegen import cuda as C
     inputs, outputs, _ = zoo
-    old = dict(C.KNOBS)
-    try:
-        C.KNOBS.update(threads_per_block=64, row_threads=96, max_blocks=3)
+    with C.knobs(threads_per_block=64, row_threads=96, max_blocks=3):
         f = kd.build(inputs, outputs, target="cuda-emu")
-    finally:
-        C.KNOBS.clear()
-        C.KNOBS.update(old)
     assert {L.threads for L in f.launches if L.schedule != "gemm"} <= {64, 96}
     for which in ("softmax", "matmul", "conv2d", "total"):
         _run_and_compare(f, zoo, which)
 
 
 def test_knobs_are_validated():
-    from kerneldsl.codegen.cuda import knobs
+    from kerneldsl.codegen.cuda import knobs, resolve_knobs
     with pytest.raises(ValueError, match="multiple of the warp size"):
-        knobs({"threads_per_block": 100})
-    with pytest.raises(ValueError, match="unknown CUDA knob"):
-        knobs({"tpb": 128})
+        resolve_knobs({"threads_per_block": 100})
+    with pytest.raises(ValueError, match="unknown CUDA knob"), knobs(tpb=128):
+        pass
+    with knobs(row_threads=64), knobs(threads_per_block=128):  # blocks nest
+        assert resolve_knobs()["row_threads"] == 64 and resolve_knobs()["threads_per_block"] == 128
+    assert resolve_knobs()["row_threads"] == 256
 
 
 # --- nvcc ------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_gemm_knob_off_keeps_the_grid_stride_loop(knobs):
 ])
 def test_gemm_knobs_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
-        C.knobs(bad)
+        C.resolve_knobs(bad)
 
 
 @needs_nvcc

@@ -36,6 +36,8 @@ Every numeric choice is a knob of `KNOBS`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 
 from ..ir import expr as E
@@ -62,10 +64,25 @@ ROW_COMBINERS = ("sum", "max", "min")
 ROW_DTYPES = ("float32", "float64", "int32", "int64")
 
 
-def knobs(overrides: dict | None = None) -> dict:
-    """KNOBS with `overrides` applied and checked."""
+_overrides: contextvars.ContextVar = contextvars.ContextVar("kerneldsl_cuda_knobs", default=None)
+
+
+@contextlib.contextmanager
+def knobs(**values):
+    """Override CUDA knobs for the builds in this block, as `schedule.contraction.knobs` does for
+    the CPU: `with knobs(row_threads=128, gemm_bm=128): kd.build(..., target="cuda")`."""
+    resolve_knobs(values)  # an unknown or out-of-range knob fails here, not at the build
+    token = _overrides.set({**(_overrides.get() or {}), **values})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def resolve_knobs(overrides: dict | None = None) -> dict:
+    """KNOBS with the active `knobs` block and `overrides` applied, and checked."""
     k = dict(KNOBS)
-    for name, value in (overrides or {}).items():
+    for name, value in {**(_overrides.get() or {}), **(overrides or {})}.items():
         if name not in KNOBS:
             raise ValueError(f"unknown CUDA knob {name!r}; knobs are {', '.join(KNOBS)}")
         k[name] = value
@@ -502,7 +519,7 @@ def _gemm_plan(k: Kernel, kn: dict):
 
 def render(module: Module, overrides: dict | None = None, version: str = "") -> CudaSource:
     """The .cu text of a module (kernels, and the emulator's host entry) and its launches."""
-    kn = knobs(overrides)
+    kn = resolve_knobs(overrides)
     size_pos, stride_pos = meta_layout(module)
     buf_pos = {b: k for k, b in enumerate(module.buffers)}
     names, strides = source_names(module)
@@ -581,4 +598,4 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
 
 
 __all__ = ["KNOBS", "CudaPrinter", "CudaSource", "KernelReport", "Launch", "Param", "blocks_per_sm", "knobs",
-           "render"]
+           "render", "resolve_knobs"]
