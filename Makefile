@@ -3,7 +3,7 @@ PYTHON ?= python3
 STAMP := .make
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-gpu demo bench clean
 
 $(STAMP)/dev: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -18,6 +18,10 @@ install: $(STAMP)/dev
 test: $(STAMP)/dev
 	@command -v nvcc >/dev/null || echo "note: nvcc not found; CUDA tests will be skipped"
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q
+
+# the whole suite, with every CUDA test also run on the real GPU (needs nvcc, a GPU, CuPy or PyCUDA)
+test-gpu: $(STAMP)/dev
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q --gpu -rs
 
 demo: $(STAMP)/dev
 	$(PYTHON) tutorials/01_first_kernel.py

@@ -29,6 +29,33 @@ if not os.environ.get("KERNELDSL_CACHE"):
     os.environ["KERNELDSL_CACHE"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, True)
 
+def pytest_addoption(parser):
+    parser.addoption("--gpu", action="store_true",
+                     help="also run the CUDA tests on a real GPU (target='cuda'), not only on the emulator")
+
+
+def pytest_configure(config):
+    if config.getoption("--gpu"):
+        os.environ["KERNELDSL_TEST_GPU"] = "1"
+
+
+def gpu_ready() -> bool:
+    """A real GPU was asked for (--gpu or KERNELDSL_TEST_GPU=1) and is there (nvcc, a driver, a device)."""
+    if os.environ.get("KERNELDSL_TEST_GPU") != "1":
+        return False
+    from kerneldsl.runtime.cuda import gpu_available
+    return gpu_available()
+
+
+def cuda_targets() -> list:
+    """The CUDA targets a test runs on: the emulator (needs g++), and a real GPU when gpu_ready()."""
+    out = [pytest.param("cuda-emu", marks=pytest.mark.skipif(shutil.which("g++") is None,
+                                                              reason="the CUDA emulator needs g++"))]
+    if gpu_ready():
+        out.append(pytest.param("cuda", marks=pytest.mark.gpu))
+    return out
+
+
 # Default tolerances when comparing a kernel with numpy (the reference uses numpy itself, so
 # kernel vs reference differs only by summation order and libm vs numpy's own math).
 RTOL = {"float32": 2e-5, "float64": 1e-12}

@@ -14,19 +14,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_same, rng
+from conftest import assert_same, cuda_targets, gpu_ready, rng
 
 import kerneldsl as kd
 
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not installed")
-
-
-def _gpu_ready() -> bool:
-    if os.environ.get("KERNELDSL_TEST_GPU") != "1":
-        return False
-    from kerneldsl.runtime.cuda import gpu_available
-    return gpu_available()
 
 
 F32 = {"rtol": 3e-5, "atol": 1e-5}
@@ -122,6 +115,13 @@ def emu(zoo):
     return kd.build(inputs, outputs, target="cuda-emu")
 
 
+@pytest.fixture(scope="module", params=cuda_targets())
+def built(request, zoo):
+    """The zoo built for each CUDA target (the emulator; a real GPU with --gpu)."""
+    inputs, outputs, _ = zoo
+    return kd.build(inputs, outputs, target=request.param)
+
+
 def _run_and_compare(f, zoo, which, **feed_kw):
     inputs, outputs, feed = zoo
     fd = feed(**feed_kw)
@@ -139,10 +139,9 @@ def test_emulator_matches_reference(emu, zoo, which):
     _run_and_compare(emu, zoo, which)
 
 
-@needs_cxx
 @pytest.mark.parametrize("which", ["matmul", "softmax", "total", "gather", "conv2d", "mean64"])
-def test_emulator_zero_size(emu, zoo, which):
-    got = _run_and_compare(emu, zoo, which, zero=True)
+def test_emulator_zero_size(built, zoo, which):
+    got = _run_and_compare(built, zoo, which, zero=True)
     if which in ("matmul", "softmax", "gather"):
         assert got.size == 0
 
@@ -156,29 +155,27 @@ def test_softmax_takes_the_row_reduction_path(emu):
     assert "__shfl_down_sync" in emu.source and "__syncthreads" in emu.source
 
 
-@needs_cxx
-def test_emulator_gather_out_of_range_raises(emu, zoo):
+def test_emulator_gather_out_of_range_raises(built, zoo):
     inputs, _, feed = zoo
     fd = feed()
     bad = fd[inputs[5]].copy()
     bad[3] = 11 + 5  # k == 11
     fd[inputs[5]] = bad
     with pytest.raises(IndexError, match="out of range"):
-        emu(*[fd[p] for p in inputs])
+        built(*[fd[p] for p in inputs])
 
 
-@needs_cxx
-def test_emulator_checks_inputs_like_c(emu, zoo):
+def test_emulator_checks_inputs_like_c(built, zoo):
     inputs, _, feed = zoo
     fd = feed()
     args = [fd[p] for p in inputs]
     args[0] = args[0].astype(np.float64)
     with pytest.raises(kd.DTypeError):
-        emu(*args)
+        built(*args)
 
 
-@needs_cxx
-def test_emulator_gradients():
+@pytest.mark.parametrize("target", cuda_targets())
+def test_gradients(target):
     if not hasattr(kd, "grad"):
         pytest.skip("kd.grad not available")
     n, k = kd.sizes("n k")
@@ -187,7 +184,7 @@ def test_emulator_gradients():
     y = kd.compute((n,), lambda i: kd.sum(kd.tanh(A[i, r]) * A[i, r], axis=r), name="y")
     dy = kd.placeholder((n,), name="dy")
     (dA,) = kd.grad(y, [A], dy=dy)
-    f = kd.build([A, dy], [y, dA], target="cuda-emu")
+    f = kd.build([A, dy], [y, dA], target=target)
     a = rng(3).standard_normal((6, 33), dtype=np.float32)
     g = rng(4).standard_normal(6, dtype=np.float32)
     got = f(a, g)
@@ -195,12 +192,12 @@ def test_emulator_gradients():
         assert_same(v, want, what=t, **F32)
 
 
-@needs_cxx
-def test_knobs_change_the_launch_not_the_result(zoo):
+@pytest.mark.parametrize("target", cuda_targets())
+def test_knobs_change_the_launch_not_the_result(target, zoo):
     from kerneldsl.codegen import cuda as C
     inputs, outputs, _ = zoo
     with C.knobs(threads_per_block=64, row_threads=96, max_blocks=3):
-        f = kd.build(inputs, outputs, target="cuda-emu")
+        f = kd.build(inputs, outputs, target=target)
     assert {L.threads for L in f.launches if L.schedule != "gemm"} <= {64, 96}
     for which in ("softmax", "matmul", "conv2d", "total"):
         _run_and_compare(f, zoo, which)
@@ -348,7 +345,7 @@ def test_emulator_shared_memory_is_fresh_per_block(emu_lib):
 # --- a real GPU ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ZOO_OPS)
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA GPU, PyCUDA or CuPy, and KERNELDSL_TEST_GPU=1")
+@pytest.mark.skipif(not gpu_ready(), reason="needs a CUDA GPU, PyCUDA or CuPy, and --gpu (or KERNELDSL_TEST_GPU=1)")
 def test_gpu_matches_reference(zoo, which):
     inputs, outputs, _ = zoo
     f = kd.build(inputs, outputs, target="cuda")
@@ -356,16 +353,48 @@ def test_gpu_matches_reference(zoo, which):
     assert got is not None and f.resources
 
 
+def _device_module():
+    """(to_device, to_numpy) for CuPy or PyTorch CUDA tensors, whichever is installed."""
+    try:
+        import cupy
+        return cupy.asarray, cupy.asnumpy
+    except ImportError:
+        import torch
+        return (lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()), (lambda t: t.cpu().numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_ready(), reason="needs a CUDA GPU, PyCUDA or CuPy, and --gpu (or KERNELDSL_TEST_GPU=1)")
+def test_gpu_device_arrays_in_place_and_out():
+    to_dev, to_np = _device_module()
+    n, m = kd.sizes("n m")
+    X = kd.placeholder((n, m), name="X")
+    b = kd.placeholder((m,), name="b")
+    Y = kd.compute((n, m), lambda i, j: kd.tanh(X[i, j] + b[j]), name="Y")
+    f = kd.build([X, b], [Y], target="cuda")
+    x = rng(9).standard_normal((33, 20), dtype=np.float32)
+    bias = rng(10).standard_normal(20, dtype=np.float32)
+    dx = to_dev(x)
+    out = f(dx, bias)  # a device input: the output stays on the device
+    assert not isinstance(out, np.ndarray)
+    assert_same(to_np(out), np.tanh(x + bias), what="device in, device out", **F32)
+    assert_same(f(dx.T.T, bias, device_out=False), np.tanh(x + bias), what="device in, numpy out", **F32)
+    xt = to_dev(np.ascontiguousarray(x.T))
+    assert_same(to_np(f(xt.T, bias)), np.tanh(x + bias), what="a transposed device view, read in place", **F32)
+
+
 # --- vector (float4) accesses in elementwise kernels --------------------------------------------
 def _vector_accesses(f) -> int:
+    if f.drv.name != "cuda-emu":
+        return 0
     fn = f._mod.kd_emu_vector_accesses
     fn.restype = ctypes.c_ulonglong
     return int(fn())
 
 
-@needs_cxx
+@pytest.mark.parametrize("target", cuda_targets())
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
-def test_vector_path_where_alignment_allows(dtype):
+def test_vector_path_where_alignment_allows(target, dtype):
     n, m = kd.sizes("n m")
     X = kd.placeholder((n, m), dtype, name="X")
     b = kd.placeholder((m,), dtype, name="b")
@@ -373,7 +402,7 @@ def test_vector_path_where_alignment_allows(dtype):
     # b[j] vectorizes with X; s[i] is per row; X[i, m - 1 - j] is reversed (scalar); where's branch is guarded
     Y = kd.compute((n, m), lambda i, j: X[i, j] * b[j] + s[i] + kd.where(X[i, j] > 0, X[i, m - 1 - j], 1),
                    name="Y")
-    f = kd.build([X, b, s], [Y], target="cuda-emu")
+    f = kd.build([X, b, s], [Y], target=target)
     (L,) = f.launches
     assert L.lanes == 16 // np.dtype(dtype).itemsize
     g = rng(7)
@@ -383,7 +412,8 @@ def test_vector_path_where_alignment_allows(dtype):
         got = f(x, bb, ss)
         want = x * bb + ss[:, None] + np.where(x > 0, x[:, ::-1], 1)
         assert_same(got, want.astype(dtype), what=f"{dtype} {x.shape} strides {x.strides}")
-        assert (_vector_accesses(f) > before) == vector, "vector path taken" if not vector else "scalar path taken"
+        if target == "cuda-emu":  # the emulator counts vector accesses
+            assert (_vector_accesses(f) > before) == vector, "vector path taken" if not vector else "scalar path taken"
 
     def data(shape):
         return (g.standard_normal(shape) * 10).astype(dtype)

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_same, rng
+from conftest import assert_same, cuda_targets, rng
 
 import kerneldsl as kd
 from kerneldsl.codegen import cuda as C
@@ -48,32 +48,32 @@ def _check(f, inputs, out, shapes, dtype, seed=0):
     assert_same(got, want, what=f"{out.name} {shapes}", **TOL[dtype])
 
 
-@needs_cxx
+@pytest.mark.parametrize("target", cuda_targets())
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("nmk", [(70, 50, 30), (1, 1, 1), (13, 67, 5), (64, 64, 16), (3, 2, 0), (97, 1, 33)])
-def test_dense_epilogue_matches_reference(dtype, nmk):
+def test_dense_epilogue_matches_reference(target, dtype, nmk):
     inputs, Y = _dense(dtype)
-    f = kd.build(inputs, [Y], target="cuda-emu")
+    f = kd.build(inputs, [Y], target=target)
     assert [L.schedule for L in f.launches] == ["gemm"]
     n, m, k = nmk
     _check(f, inputs, Y, [(n, k), (k, m), (m,)], dtype)
 
 
-@needs_cxx
+@pytest.mark.parametrize("target", cuda_targets())
 @pytest.mark.parametrize("stages", [1, 2])
-def test_small_tiles_many_k_slices_transposed_operand(knobs, stages):
+def test_small_tiles_many_k_slices_transposed_operand(target, knobs, stages):
     knobs(gemm_stages=stages, **SMALL)
     inputs, Y = _dense("float32", transposed=True)
-    f = kd.build(inputs, [Y], target="cuda-emu")
+    f = kd.build(inputs, [Y], target=target)
     assert f.launches[0].schedule == "gemm" and f.launches[0].threads == 64
     assert f"stages={stages}" in f.source
     for n, m, k in [(37, 23, 41), (17, 16, 3)]:
         _check(f, inputs, Y, [(k, n), (k, m), (m,)], "float32")
 
 
-@needs_cxx
+@pytest.mark.parametrize("target", cuda_targets())
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_batched_matmul_matches_reference(knobs, dtype):
+def test_batched_matmul_matches_reference(target, knobs, dtype):
     knobs(**SMALL)
     b, n, m, k = kd.sizes("b n m k")
     A = kd.placeholder((b, n, k), dtype, name="A")
@@ -81,26 +81,26 @@ def test_batched_matmul_matches_reference(knobs, dtype):
     r = kd.reduce_axis(k, "r")
     Y = kd.compute((b, n, m), lambda q, i, j: kd.maximum(kd.sum(A[q, i, r] * B[q, r, j], axis=r), 0.0) * 2,
                    name="Y")
-    f = kd.build([A, B], [Y], target="cuda-emu")
+    f = kd.build([A, B], [Y], target=target)
     assert f.launches[0].schedule == "gemm"
     for shape in [(3, 19, 7, 23), (1, 1, 1, 1), (2, 5, 33, 0)]:
         q, n_, m_, k_ = shape
         _check(f, [A, B], Y, [(q, n_, k_), (q, k_, m_)], dtype)
 
 
-@needs_cxx
-def test_one_block_strides_over_every_tile(knobs):
+@pytest.mark.parametrize("target", cuda_targets())
+def test_one_block_strides_over_every_tile(target, knobs):
     knobs(max_blocks=1, **SMALL)
     inputs, Y = _dense("float32")
-    f = kd.build(inputs, [Y], target="cuda-emu")
+    f = kd.build(inputs, [Y], target=target)
     _check(f, inputs, Y, [(40, 9), (9, 35), (35,)], "float32")
 
 
-@needs_cxx
-def test_gemm_knob_off_keeps_the_grid_stride_loop(knobs):
+@pytest.mark.parametrize("target", cuda_targets())
+def test_gemm_knob_off_keeps_the_grid_stride_loop(target, knobs):
     knobs(gemm=False)
     inputs, Y = _dense("float32")
-    f = kd.build(inputs, [Y], target="cuda-emu")
+    f = kd.build(inputs, [Y], target=target)
     assert [L.schedule for L in f.launches] == ["grid_stride"]
     _check(f, inputs, Y, [(5, 4), (4, 3), (3,)], "float32")
 
@@ -260,15 +260,15 @@ def test_int64_variant_when_indices_do_not_fit_int32(monkeypatch):
     assert [name for name, _, _ in drv.launched] == ["kd_kernel_Y_i32", "kd_kernel_Y_i64"]
 
 
-@needs_cxx
-def test_gpu_callable_edge_inputs():
+@pytest.mark.parametrize("target", cuda_targets())
+def test_gpu_callable_edge_inputs(target):
     """A 0-d input, an empty gather source (its checks read a stand-in buffer), out= checked as for C."""
     L, k = kd.sizes("L k")
     s = kd.placeholder((), name="s")
     v = kd.placeholder((k,), name="v")
     idx = kd.placeholder((L,), "int64", name="idx")
     Y = kd.compute((L,), lambda i: v[idx[i]] * s[()], name="Y")
-    f = kd.build([s, v, idx], [Y], target="cuda-emu")
+    f = kd.build([s, v, idx], [Y], target=target)
     got = f(np.float32(3), np.arange(4, dtype=np.float32), np.array([3, 0, 2]))
     assert_same(got, np.array([9, 0, 6], np.float32))
     with pytest.raises(IndexError, match="out of range"):

@@ -206,7 +206,8 @@ class _PyCuda:
         return self.cuda.Context.get_device().compute_capability()
 
     def load(self, path):
-        return self.cuda.module_from_file(path)
+        with open(path, "rb") as fh:
+            return self.cuda.module_from_buffer(fh.read())
 
     def function(self, mod, name):
         return mod.get_function(name)
@@ -221,7 +222,9 @@ class _PyCuda:
         return int(buf) if buf is not None else 0
 
     def launch(self, fn, grid, block, args):
-        fn(*args, grid=(grid, 1, 1), block=(block, 1, 1))
+        if getattr(fn, "arg_format", None) is None:  # prepared once: int64 sizes and strides, pointers
+            fn.prepare("".join("q" if isinstance(a, np.int64) else "P" for a in args))
+        fn.prepared_call((grid, 1, 1), (block, 1, 1), *(int(a) for a in args))
 
     def empty_array(self, shape, dtype):
         """A device array the caller keeps (device_out=True), and its pointer."""
