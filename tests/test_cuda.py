@@ -9,7 +9,6 @@ build per architecture; each test then checks one output.
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 
 import numpy as np
