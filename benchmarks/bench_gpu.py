@@ -51,6 +51,67 @@ def _triton():
         return None
 
 
+# --- the workloads as kerneldsl functions -------------------------------------------------------
+def build_elementwise(target):
+    N = kd.size("N")
+    x, y, z = (kd.placeholder((N,), name=s) for s in "xyz")
+    out = kd.compute((N,), lambda i: kd.tanh(x[i] * 1.5 + 0.25) * kd.sigmoid(y[i]) + kd.log1p(kd.abs(z[i])),
+                     name="out")
+    return kd.build([x, y, z], [out], target=target)
+
+
+def build_softmax(target):
+    """Written with exp inline in both uses: one row kernel, exp stored once in the output row."""
+    R, C = kd.sizes("R C")
+    X = kd.placeholder((R, C), name="X")
+    c1, c2 = kd.reduce_axis(C, "c1"), kd.reduce_axis(C, "c2")
+    mx = kd.compute((R,), lambda i: kd.max(X[i, c1], axis=c1), name="mx")
+    s = kd.compute((R,), lambda i: kd.sum(kd.exp(X[i, c2] - mx[i]), axis=c2), name="s")
+    Y = kd.compute((R, C), lambda i, j: kd.exp(X[i, j] - mx[i]) / s[i], name="Y")
+    return kd.build([X], [Y], target=target)
+
+
+def build_sgemm(target):
+    M, N, K = kd.sizes("M N K")
+    A, B = kd.placeholder((M, K), name="A"), kd.placeholder((K, N), name="B")
+    r = kd.reduce_axis(K, "r")
+    C = kd.compute((M, N), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
+    return kd.build([A, B], [C], target=target)
+
+
+def build_conv(target):
+    """conv2d (valid, NCHW) and its gradients for the image and the kernel."""
+    N, CI, CO, H, W = kd.sizes("N CI CO H W")
+    img, ker = kd.placeholder((N, CI, H, W), name="img"), kd.placeholder((CO, CI, 3, 3), name="ker")
+    ci, kh, kw = kd.reduce_axis(CI, "ci"), kd.reduce_axis(3, "kh"), kd.reduce_axis(3, "kw")
+    out = kd.compute((N, CO, H - 2, W - 2), lambda b, o, h, v: kd.sum(
+        img[b, ci, h + kh, v + kw] * ker[o, ci, kh, kw], axis=[ci, kh, kw]), name="out")
+    dout = kd.placeholder((N, CO, H - 2, W - 2), name="dout")
+    dimg, dker = kd.grad(out, [img, ker], dy=dout)
+    return kd.build([img, ker, dout], [out, dimg, dker], target=target)
+
+
+def resource_report(target: str) -> None:
+    """ptxas's report for every kernel of the workloads, with each GEMM knob set: what can be
+    measured without a GPU (registers with int32 and int64 indices, spills, blocks per SM)."""
+    print(f"ptxas report ({default_arch()}), kernels as built for the benchmarks:")
+    print("| workload | knobs | kernel | schedule | registers (int32 idx) | registers (int64 idx) "
+          "| spills (B) | shared (B) | blocks/SM |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, build, sweep in (("elementwise", build_elementwise, [{}]), ("softmax", build_softmax, [{}]),
+                               ("SGEMM", build_sgemm, GEMM_SWEEP), ("conv fwd+bwd", build_conv, GEMM_SWEEP)):
+        for kn in sweep:
+            with cuda_knobs(**kn):
+                f = build(target)
+            for k in f.kernels:
+                r = k.resources
+                label = "default" if not kn else f"{kn['gemm_bm']}x{kn['gemm_bn']}x{kn['gemm_bk']} " \
+                                                 f"{kn['gemm_tm']}x{kn['gemm_tn']}"
+                print(f"| {name} | {label} | {k.launch.kernel} | {k.launch.schedule} | {r['registers']} | "
+                      f"{r['int64']['registers']} | {r['spill_stores'] + r['int64']['spill_stores']} | "
+                      f"{r['shared']} | {k.blocks_per_sm} |")
+
+
 def gpu_timeit(fn, sync, repeat=5, number=10, warmup=2):
     """Median seconds per call of `fn` run `number` times back to back, then synchronized."""
     def batch():
@@ -73,11 +134,7 @@ def copy_and_elementwise(n, torch, tri):
     x, y, z = (torch.randn(n, device="cuda", generator=g) for _ in range(3))
     dst = torch.empty_like(x)
     copy = gpu_timeit(lambda: dst.copy_(x), sync)
-    N = kd.size("N")
-    px, py, pz = (kd.placeholder((N,), name=s) for s in "xyz")
-    out = kd.compute((N,), lambda i: kd.tanh(px[i] * 1.5 + 0.25) * kd.sigmoid(py[i]) + kd.log1p(kd.abs(pz[i])),
-                     name="out")
-    f = kd.build([px, py, pz], [out], target="cuda")
+    f = build_elementwise("cuda")
     ref = torch.tanh(x * 1.5 + 0.25) * torch.sigmoid(y) + torch.log1p(z.abs())
     _close(torch.as_tensor(f(x, y, z), device="cuda").cpu(), ref.cpu(), "elementwise")
     row = {"copy": copy, "kerneldsl": gpu_timeit(lambda: f(x, y, z), sync),
@@ -119,13 +176,7 @@ def _triton_elementwise(tri, x, y, z, sync):
 
 def softmax(rows, cols, torch, tri):
     sync = torch.cuda.synchronize
-    R, C = kd.sizes("R C")
-    X = kd.placeholder((R, C), name="X")
-    c1, c2 = kd.reduce_axis(C, "c1"), kd.reduce_axis(C, "c2")
-    mx = kd.compute((R,), lambda i: kd.max(X[i, c1], axis=c1), name="mx")
-    s = kd.compute((R,), lambda i: kd.sum(kd.exp(X[i, c2] - mx[i]), axis=c2), name="s")
-    Y = kd.compute((R, C), lambda i, j: kd.exp(X[i, j] - mx[i]) / s[i], name="Y")
-    f = kd.build([X], [Y], target="cuda")
+    f = build_softmax("cuda")
     print(f"  softmax kernels: {[(L.kernel, L.schedule) for L in f.launches]}")
     x = torch.randn(rows, cols, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     _close(torch.as_tensor(f(x), device="cuda").cpu(), torch.softmax(x, 1).cpu(), "softmax", atol=1e-6)
@@ -184,13 +235,9 @@ def _sweep(build, run, sync, what):
 def sgemm(n, torch):
     sync = torch.cuda.synchronize
     torch.backends.cuda.matmul.allow_tf32 = False
-    M, N, K = kd.sizes("M N K")
-    A, B = kd.placeholder((M, K), name="A"), kd.placeholder((K, N), name="B")
-    r = kd.reduce_axis(K, "r")
-    C = kd.compute((M, N), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
     g = torch.Generator(device="cuda").manual_seed(2)
     a, b = torch.randn(n, n, device="cuda", generator=g), torch.randn(n, n, device="cuda", generator=g)
-    t, kn, f = _sweep(lambda: kd.build([A, B], [C], target="cuda"), lambda f: f(a, b), sync, "SGEMM")
+    t, kn, f = _sweep(lambda: build_sgemm("cuda"), lambda f: f(a, b), sync, "SGEMM")
     _close(torch.as_tensor(f(a, b), device="cuda").cpu(), (a @ b).cpu(), "SGEMM", rtol=1e-3, atol=1e-2)
     row = {"kerneldsl": t, "torch": gpu_timeit(lambda: a @ b, sync, repeat=5, number=5)}
     try:
@@ -208,18 +255,11 @@ def sgemm(n, torch):
 def conv2d_fwd_bwd(batch, ch, hw, torch):
     sync = torch.cuda.synchronize
     torch.backends.cudnn.allow_tf32 = False
-    N, CI, CO, H, W = kd.sizes("N CI CO H W")
-    img, ker = kd.placeholder((N, CI, H, W), name="img"), kd.placeholder((CO, CI, 3, 3), name="ker")
-    ci, kh, kw = kd.reduce_axis(CI, "ci"), kd.reduce_axis(3, "kh"), kd.reduce_axis(3, "kw")
-    out = kd.compute((N, CO, H - 2, W - 2), lambda b, o, h, v: kd.sum(
-        img[b, ci, h + kh, v + kw] * ker[o, ci, kh, kw], axis=[ci, kh, kw]), name="out")
-    dout = kd.placeholder((N, CO, H - 2, W - 2), name="dout")
-    dimg, dker = kd.grad(out, [img, ker], dy=dout)
     g = torch.Generator(device="cuda").manual_seed(3)
     x = torch.randn(batch, ch, hw, hw, device="cuda", generator=g)
     k = torch.randn(ch, ch, 3, 3, device="cuda", generator=g) * 0.1
     d = torch.randn(batch, ch, hw - 2, hw - 2, device="cuda", generator=g)
-    t, _, f = _sweep(lambda: kd.build([img, ker, dout], [out, dimg, dker], target="cuda"),
+    t, _, f = _sweep(lambda: build_conv("cuda"),
                       lambda f: f(x, k, d), sync, "conv fwd+bwd")
     print(f"  conv kernels: {[(L.kernel, L.schedule) for L in f.launches]}")
     tx, tk = x.clone().requires_grad_(True), k.clone().requires_grad_(True)
@@ -255,8 +295,10 @@ def many_small_exps(n, calls, torch):
 def main() -> int:
     if not gpu_available():
         why = "nvcc not found" if nvcc_path() is None else "no CUDA GPU with PyCUDA or CuPy on this machine"
-        print(f"bench_gpu: skipped ({why}); the CUDA emulator (target='cuda-emu') is for correctness, "
-              f"not speed")
+        print(f"bench_gpu: timings skipped ({why}); the CUDA emulator (target='cuda-emu') is for "
+              f"correctness, not speed")
+        if nvcc_path() is not None:
+            resource_report("cuda-emu")
         return 0
     torch, tri = _torch(), _triton()
     gpu = torch.cuda.get_device_name() if torch is not None else "a CUDA GPU"
@@ -278,6 +320,7 @@ def main() -> int:
     print(table("GPU (ms per call; ratio = torch time / time, higher is faster)", rows, base="torch"))
     print(table("exp of 230400 float32 x 1000 calls", [("exp x1000", many_small_exps(230400, 1000, torch))],
                 base="numpy"))
+    resource_report("cuda")
     return 0
 
 
