@@ -318,3 +318,14 @@ def test_kernel_report_shows_resources_and_warns():
     f._cubin = type(f._cubin)(f._cubin.path, "sm_80", "", {"kd_kernel_Y_i32": {
         "registers": 255, "spill_stores": 64, "spill_loads": 64, "shared": 200 << 10}})
     assert len(f.kernels[0].warnings) == 2 and "WARNING: spills" in f.kernels[0].summary()
+
+
+def test_arch_is_the_gpus_else_the_environment_else_sm_90(monkeypatch):
+    from kerneldsl.runtime import cuda as CU
+    monkeypatch.setattr(CU, "_device_capability", lambda: None)
+    monkeypatch.delenv("KERNELDSL_CUDA_ARCH", raising=False)
+    assert CU.default_arch() == "sm_90"
+    monkeypatch.setenv("KERNELDSL_CUDA_ARCH", "80")
+    assert CU.default_arch() == "sm_80"
+    monkeypatch.setattr(CU, "_device_capability", lambda: (9, 0))
+    assert CU.default_arch() == "sm_90"  # a cubin for another major architecture would not load

@@ -126,12 +126,15 @@ def nvcc_path() -> str | None:
 
 
 def default_arch() -> str:
-    """The present GPU's sm_XY, else $KERNELDSL_CUDA_ARCH, else sm_90."""
+    """The present GPU's sm_XY (a cubin runs only on its own major architecture), else
+    $KERNELDSL_CUDA_ARCH, else sm_90."""
+    cc = _device_capability()
+    if cc:
+        return f"sm_{cc[0]}{cc[1]}"
     env = os.environ.get("KERNELDSL_CUDA_ARCH")
     if env:
         return env if env.startswith("sm_") else f"sm_{env}"
-    cc = _device_capability()
-    return f"sm_{cc[0]}{cc[1]}" if cc else DEFAULT_ARCH
+    return DEFAULT_ARCH
 
 
 @functools.cache
