@@ -151,6 +151,8 @@ def test_softmax_takes_the_row_reduction_path(emu):
     rows = [k for k, s in schedules.items() if s == "row_reduce"]
     assert any("softmax" in k or "_s" in k or "_e" in k for k in rows), schedules
     assert schedules["kd_kernel_matmul"] == "gemm", "a contraction takes the tiled GEMM template"
+    assert schedules["kd_kernel_total2d"] == "row_reduce", "a reduction over both axes: one loop for the block"
+    assert schedules["kd_kernel_maxpool"] == "grid_stride", "a 2x2 window: a thread per output, not a block"
     assert "__shfl_down_sync" in emu.source and "__syncthreads" in emu.source
 
 
@@ -451,3 +453,22 @@ extern "C" int run(float *x) { return kd_emu::launch(k_misaligned, dim3(1), dim3
     x = np.zeros(8, np.float32)
     assert lib.run(ctypes.c_void_p(x.ctypes.data)) != 0
     assert "misaligned 16-byte vector store" in last_error(lib)
+
+
+@pytest.mark.parametrize("target", cuda_targets())
+def test_multi_axis_reductions_share_the_block(target):
+    """sum over (c, h, w) per image and max over everything: the reduced axes become one loop."""
+    N, Cc, H, W = kd.sizes("N Cc H W")
+    X = kd.placeholder((N, Cc, H, W), name="X")
+    c, h, w = kd.reduce_axis(Cc, "c"), kd.reduce_axis(H, "h"), kd.reduce_axis(W, "w")
+    per_image = kd.compute((N,), lambda n: kd.sum(X[n, c, h, w], axis=[c, h, w]), name="per_image")
+    a, b = kd.reduce_axis(N, "a"), kd.reduce_axis(Cc, "b")
+    top = kd.compute((H, W), lambda i, j: kd.max(X[a, b, i, j], axis=[a, b]), name="top")
+    f = kd.build([X], [per_image, top], target=target)
+    schedules = {L.kernel: L.schedule for L in f.launches}
+    assert schedules["kd_kernel_per_image"] == "row_reduce"
+    assert schedules["kd_kernel_top"] == "grid_stride"  # reduced axes are not the contiguous ones
+    x = rng(11).standard_normal((3, 5, 7, 11), dtype=np.float32)
+    got = f(x)
+    assert_same(got[0], x.sum((1, 2, 3)), what="per_image", rtol=1e-5, atol=1e-4)
+    assert_same(got[1], x.max((0, 1)), what="top")

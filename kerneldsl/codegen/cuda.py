@@ -323,7 +323,38 @@ def _contiguous(loop: For) -> bool:
     return True
 
 
-def _row_plan(inner: Stmt):
+def _only_loop(s: Stmt):
+    """The loop that is the whole of `s`, or None."""
+    if isinstance(s, Seq) and len(s.stmts) == 1:
+        s = s.stmts[0]
+    return s if isinstance(s, For) and s.kind not in _BOUND else None
+
+
+def _flatten_reductions(body: Stmt) -> tuple[Stmt, set]:
+    """A reduction over several axes (sum(X[n, c, h, w]) over c, h, w) becomes one loop over
+    their product, so that the threads of a row block share all of it. Loops are fused from the
+    innermost pair out and only when the innermost is contiguous: neighbouring threads then read
+    neighbouring elements. Returns the body and the variables of the flattened loops."""
+    from ..schedule.primitives import find, fuse
+    flattened: set = set()
+    while True:
+        _, inner = _perfect_nest(body)
+        for st in inner.stmts if isinstance(inner, Seq) else (inner,):
+            if not (isinstance(st, For) and st.kind not in _BOUND and _outer_assigns(st)):
+                continue
+            outer, nested = st, _only_loop(st.body)
+            while nested is not None and _only_loop(nested.body) is not None:
+                outer, nested = nested, _only_loop(nested.body)
+            if nested is not None and (nested.var in flattened or _contiguous(nested)) \
+                    and outer.var not in set(E.walk(nested.extent)):
+                body, name = fuse(body, outer.var.name, nested.var.name)
+                flattened.add(find(body, name).var)
+                break
+        else:
+            return body, flattened
+
+
+def _row_plan(inner: Stmt, flattened: frozenset | set = frozenset(), min_extent: int = 1):
     """The steps of a row kernel, or None: [("stmt"|"reduce"|"parallel"|"store", statement, ...)].
 
     A row body is a sequence of accumulator declarations, reduction loops over the row
@@ -347,8 +378,11 @@ def _row_plan(inner: Stmt):
                 return None
             acc = next(iter(accs))
             comb = _combiner(st, acc)
-            if acc not in decls or comb is None or acc.dtype not in ROW_DTYPES or not _contiguous(st):
+            if acc not in decls or comb is None or acc.dtype not in ROW_DTYPES or \
+                    not (st.var in flattened or _contiguous(st)):
                 return None
+            if isinstance(st.extent, E.Const) and st.extent.value < min_extent:
+                return None  # a short window (pooling): a thread per output does better than a block
             plan.append(("reduce", st, acc, comb, decls[acc].init))
             reduces += 1
         else:
@@ -538,7 +572,15 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
     kernels, launches = [], []
     for k in module.kernels:
         extents = ()
-        used = _used([k.body])
+        bound = _bound_loops(k.body)
+        gp = _gemm_plan(k, kn) if not bound else None
+        body, plan = k.body, None
+        if kn["row_reduce"] and not bound and gp is None:
+            flat, flattened = _flatten_reductions(k.body)
+            plan = _row_plan(_perfect_nest(flat)[1], flattened, kn["row_threads"])
+            body = flat if plan is not None else body
+        loops, inner = _perfect_nest(body)
+        used = _used([body])
         local = dict(names)
         for v in sorted((v for v in used if isinstance(v, E.Var)), key=lambda v: v.name):
             local[v] = f"v_{v.name}"
@@ -546,10 +588,6 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
         fname = f"kd_kernel_{k.name}"
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         info = {"fname": fname, "comment": comment.replace("*/", "* /")}
-        bound = _bound_loops(k.body)
-        loops, inner = _perfect_nest(k.body)
-        plan = _row_plan(inner) if kn["row_reduce"] and not bound else None
-        gp = _gemm_plan(k, kn) if not bound else None
         if gp is not None:  # a contraction: the shared-memory tiled GEMM template
             from .cuda_gemm import gemm_extents, render_gemm, threads, tiles_work
             work = tiles_work(gp, kn)
