@@ -329,3 +329,16 @@ def test_arch_is_the_gpus_else_the_environment_else_sm_90(monkeypatch):
     assert CU.default_arch() == "sm_80"
     monkeypatch.setattr(CU, "_device_capability", lambda: (9, 0))
     assert CU.default_arch() == "sm_90"  # a cubin for another major architecture would not load
+
+
+@needs_cxx
+def test_same_kernel_name_with_other_tiles_in_one_process(knobs):
+    """Two emulator libraries with a kernel of the same name and different shared tiles, run in
+    turn: each keeps its own shared arrays (the kernel bodies have internal linkage)."""
+    inputs, Y = _dense("float32")
+    knobs(**SMALL)
+    small = kd.build(inputs, [Y], target="cuda-emu")
+    knobs(gemm_bm=32, gemm_bn=32, gemm_bk=8, gemm_tm=2, gemm_tn=2)
+    other = kd.build(inputs, [Y], target="cuda-emu")
+    for f in (small, other, small):
+        _check(f, inputs, Y, [(40, 9), (9, 35), (35,)], "float32")
