@@ -135,12 +135,14 @@ def copy_and_elementwise(n, torch, tri):
     dst = torch.empty_like(x)
     copy = gpu_timeit(lambda: dst.copy_(x), sync)
     f = build_elementwise("cuda")
-    ref = torch.tanh(x * 1.5 + 0.25) * torch.sigmoid(y) + torch.log1p(z.abs())
-    _close(torch.as_tensor(f(x, y, z), device="cuda").cpu(), ref.cpu(), "elementwise")
+    def chain(a, b, c):
+        return torch.tanh(a * 1.5 + 0.25) * torch.sigmoid(b) + torch.log1p(c.abs())
+    _close(torch.as_tensor(f(x, y, z), device="cuda").cpu(), chain(x, y, z).cpu(), "elementwise")
     row = {"copy": copy, "kerneldsl": gpu_timeit(lambda: f(x, y, z), sync),
-           "torch": gpu_timeit(lambda: torch.tanh(x * 1.5 + 0.25) * torch.sigmoid(y) + torch.log1p(z.abs()), sync)}
+           "torch": gpu_timeit(lambda: chain(x, y, z), sync)}
     try:
-        row["torch.compile"] = _compiled_elementwise(torch, x, y, z, sync)
+        compiled = torch.compile(chain)
+        row["torch.compile"] = gpu_timeit(lambda: compiled(x, y, z), sync)
     except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
         print(f"  torch.compile: skipped ({type(e).__name__}: {e})")
     if tri is not None:
@@ -150,11 +152,6 @@ def copy_and_elementwise(n, torch, tri):
     print(f"  copy {copy_bw / 1e9:.0f} GB/s; kerneldsl elementwise moves {kd_bw / 1e9:.0f} GB/s = "
           f"{100 * kd_bw / copy_bw:.0f}% of copy (aim >= 85%)")
     return row
-
-
-def _compiled_elementwise(torch, x, y, z, sync):
-    fn = torch.compile(lambda a, b, c: torch.tanh(a * 1.5 + 0.25) * torch.sigmoid(b) + torch.log1p(c.abs()))
-    return gpu_timeit(lambda: fn(x, y, z), sync)
 
 
 def _triton_elementwise(tri, x, y, z, sync):
@@ -198,14 +195,10 @@ def _triton_softmax(tri, x, sync):
         v = tl.load(x_ptr + r * stride + offs, mask=offs < cols, other=-float("inf"))
         e = tl.exp(v - tl.max(v, axis=0))
         tl.store(o_ptr + r * stride + offs, e / tl.sum(e, axis=0), mask=offs < cols)
-    o = torch_empty_like(x)
+    o = x.new_empty(x.shape)
     block = triton.next_power_of_2(x.shape[1])
     return gpu_timeit(lambda: kernel[(x.shape[0],)](o, x, x.stride(0), x.shape[1], BLOCK=block, num_warps=16),
                       sync)
-
-
-def torch_empty_like(x):
-    return x.new_empty(x.shape)
 
 
 # GEMM knob sets tried for the SGEMM and conv rows (a small autotuning sweep)

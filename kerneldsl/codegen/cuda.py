@@ -147,9 +147,9 @@ SM_LIMITS = {70: (2048, 32, 96 << 10, 65536), 75: (1024, 16, 64 << 10, 65536), 8
 def blocks_per_sm(arch: str, threads: int, registers: int, shared: int) -> int:
     """Resident blocks per SM for a kernel: the least of what threads, registers (allocated per
     warp in units of 256) and shared memory (1 KiB reserved per block) allow."""
-    cc = int(arch.removeprefix("sm_").rstrip("a")) if arch.removeprefix("sm_").rstrip("a").isdigit() else 90
-    max_threads, max_blocks, smem, regs = SM_LIMITS.get(cc, SM_LIMITS[max(c for c in SM_LIMITS if c <= cc)]
-                                                        if cc >= 70 else SM_LIMITS[70])
+    digits = arch.removeprefix("sm_").rstrip("af")  # sm_90a, sm_100f: the same SM
+    cc = int(digits) if digits.isdigit() else 90
+    max_threads, max_blocks, smem, regs = SM_LIMITS[max([c for c in SM_LIMITS if c <= cc] or [70])]
     warps = -(-threads // 32)
     per_warp = -(-max(registers, 1) * 32 // 256) * 256
     by_regs = (regs // per_warp) // warps

@@ -77,11 +77,15 @@ class Function:
             return None
         return sizes
 
-    def __call__(self, *args, out=None):
+    def _input(self, a, p):
+        return a if type(a) is np.ndarray else as_input_array(a, p)
+
+    def _bind(self, args) -> tuple[list, list, list]:
+        """(input arrays, size values, shapes of the outputs and temps), every input checked."""
         if len(args) != len(self.inputs):
             names = ", ".join(t.name for t in self.inputs)
             raise TypeError(f"this function takes {len(self.inputs)} input(s) ({names}), got {len(args)}")
-        arrays = [a if type(a) is np.ndarray else as_input_array(a, p) for a, p in zip(args, self.inputs)]
+        arrays = [self._input(a, p) for a, p in zip(args, self.inputs)]
         sizes = self._fast_sizes(arrays)
         if sizes is None:
             named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
@@ -91,6 +95,10 @@ class Function:
             named = dict(zip(self.module.sizes, sizes))
             for t in self.outputs + tuple(self._temps):
                 concrete_shape(t, named)  # raises the ShapeError naming the tensor
+        return arrays, sizes, shapes
+
+    def __call__(self, *args, out=None):
+        arrays, sizes, shapes = self._bind(args)
         if out is None:
             outs = [(np.empty(s, dtype=d), False) for s, d in zip(shapes[:self._nout], self._out_dtypes)]
         else:

@@ -320,14 +320,6 @@ def eval_cond(e: E.Expr, sizes: dict) -> bool:
     raise ValueError(f"cannot evaluate the entry check {e} on the host")
 
 
-def _input(x, p):
-    """A numpy array (as the C target takes), or a DeviceArray describing a GPU array in place."""
-    from ..shapes import as_input_array
-    if is_device_array(x):
-        return device_array(x, f"input {p.name}")
-    return x if type(x) is np.ndarray else as_input_array(x, p)
-
-
 def _element_strides(a) -> list:
     return list(a.strides) if isinstance(a, DeviceArray) else [st // a.itemsize for st in a.strides]
 
@@ -379,25 +371,17 @@ class GpuFunction(Function):
     def __repr__(self) -> str:
         return super().__repr__().replace("Function", f"GpuFunction[{self.drv.name}]", 1)
 
+    def _input(self, a, p):
+        """A numpy array (as the C target takes), or a DeviceArray describing a GPU array in place."""
+        return device_array(a, f"input {p.name}") if is_device_array(a) else super()._input(a, p)
+
     def __call__(self, *args, out=None, device_out=None):
-        from ..shapes import bind_sizes, concrete_shape
-        if len(args) != len(self.inputs):
-            names = ", ".join(t.name for t in self.inputs)
-            raise TypeError(f"this function takes {len(self.inputs)} input(s) ({names}), got {len(args)}")
-        arrays = [_input(a, p) for a, p in zip(args, self.inputs)]
+        arrays, sizes, shapes = self._bind(args)
         on_device = any(isinstance(a, DeviceArray) for a in arrays)
         device_out = on_device if device_out is None else bool(device_out)
         if device_out and out is not None:
             raise ValueError("out= takes numpy arrays; with device_out=True the outputs are new GPU arrays")
-        sizes = self._fast_sizes(arrays)
-        if sizes is None:
-            named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
-            sizes = [named[s] for s in self.module.sizes]
         named = dict(zip(self.module.sizes, sizes))
-        shapes = self._shapes(sizes)
-        if self._may_be_negative and any(d < 0 for shape in shapes for d in shape):
-            for t in self.outputs + tuple(self._temps):
-                concrete_shape(t, named)  # raises the ShapeError naming the tensor
         outs = None if out is None else self._outputs(shapes[:self._nout], out, [])
         # (np.ascontiguousarray would make 0-d inputs 1-d)
         bufs = [a if isinstance(a, DeviceArray) or a.flags.c_contiguous else np.array(a, order="C") for a in arrays]
