@@ -102,6 +102,17 @@ def check(outputs, feed: dict, inputs=None, expected=None, rtol=None, atol=None,
     return f, got
 
 
+def matmul(dtype="float32", ta=False, tb=False):
+    """C = A @ B over sizes n, m, k (A read transposed with ta, B with tb): (A, B, C)."""
+    n, m, k = kd.sizes("n m k")
+    A = kd.placeholder((k, n) if ta else (n, k), dtype, name="A")
+    B = kd.placeholder((m, k) if tb else (k, m), dtype, name="B")
+    r = kd.reduce_axis(k, name="r")
+    C = kd.compute((n, m), lambda i, j: kd.sum((A[r, i] if ta else A[i, r]) * (B[j, r] if tb else B[r, j]),
+                                               axis=r), name="C")
+    return A, B, C
+
+
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """A brand-new, empty kernel cache (disk and memory) for tests that change compiler settings."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_same, rng
+from conftest import assert_same, matmul, rng
 
 import kerneldsl as kd
 from kerneldsl.schedule import contraction as CT
@@ -15,16 +15,6 @@ def small(dtype):
     """Tiny blocks, so that small sizes cross every block edge: K blocks, MC row blocks, NC panels."""
     mr, nr = CT.default_knobs(dtype)["mr"], CT.default_knobs(dtype)["nr"]
     return {"min_work": 0, "kc": 5, "mc": 2 * mr, "nc": 2 * nr}
-
-
-def matmul(dtype="float32", ta=False, tb=False):
-    n, m, k = kd.sizes("n m k")
-    A = kd.placeholder((k, n) if ta else (n, k), dtype, name="A")
-    B = kd.placeholder((m, k) if tb else (k, m), dtype, name="B")
-    r = kd.reduce_axis(k, name="r")
-    C = kd.compute((n, m), lambda i, j: kd.sum((A[r, i] if ta else A[i, r]) * (B[j, r] if tb else B[r, j]),
-                                               axis=r), name="C")
-    return A, B, C
 
 
 def batched(dtype="float32"):

@@ -179,38 +179,23 @@ def test_dlpack_struct_is_parsed_from_numpy_capsules():
         from_dlpack(a)  # a CPU tensor is not a GPU input
 
 
-class _CountingEmulator:
-    """The emulator driver, counting uploads and kernel variants launched."""
+@pytest.fixture
+def counting(monkeypatch):
+    """The emulator driver's uploads and the kernel variants it launches, recorded."""
+    from kerneldsl.runtime.emulator import EmulatorDriver
+    rec = {"uploads": 0, "launched": []}
+    to_device, launch = EmulatorDriver.to_device, EmulatorDriver.launch
 
-    def __new__(cls):
-        from kerneldsl.runtime.emulator import EmulatorDriver
+    def counted_upload(self, a):
+        rec["uploads"] += 1
+        return to_device(self, a)
 
-        class Counting(EmulatorDriver):
-            def __init__(self):
-                self.uploads, self.launched = 0, []
-
-            def to_device(self, a):
-                self.uploads += 1
-                return super().to_device(a)
-
-            def function(self, lib, name):
-                return name, super().function(lib, name)
-
-            def launch(self, fn, grid, block, args):
-                self.launched.append((fn[0], grid, block))
-                return super().launch(fn[1], grid, block, args)
-        return Counting()
-
-
-def _emulated(inputs, outputs, drv):
-    from kerneldsl.ir.lower import lower
-    from kerneldsl.runtime.cuda import GpuFunction
-    from kerneldsl.runtime.emulator import build_emulated
-    from kerneldsl.schedule.fuse import fuse
-    g = fuse(outputs, True)
-    module = lower(inputs, list(g.outputs), g.fused)
-    src = C.render(module)
-    return GpuFunction(module, src, build_emulated(src.text), inputs, outputs, drv)
+    def recorded_launch(self, fn, grid, block, args):
+        rec["launched"].append((fn[1].__name__.removeprefix("kd_emu_launch_"), grid, block))
+        return launch(self, fn, grid, block, args)
+    monkeypatch.setattr(EmulatorDriver, "to_device", counted_upload)
+    monkeypatch.setattr(EmulatorDriver, "launch", recorded_launch)
+    return rec
 
 
 class HostCudaArray:
@@ -223,19 +208,18 @@ class HostCudaArray:
 
 
 @needs_cxx
-def test_gpu_callable_takes_device_arrays_in_place_and_leaves_outputs_there():
+def test_gpu_callable_takes_device_arrays_in_place_and_leaves_outputs_there(counting):
     inputs, Y = _dense("float32")
-    drv = _CountingEmulator()
-    f = _emulated(inputs, [Y], drv)
+    f = kd.build(inputs, [Y], target="cuda-emu")
     g = rng(5)
     a = g.standard_normal((7, 5), dtype=np.float32)
     bt = g.standard_normal((3, 5), dtype=np.float32)  # B is read through a transposed view: strides (1, 5)
     bias = g.standard_normal(3, dtype=np.float32)  # numpy and device inputs mix: the numpy one is uploaded
     out = f(HostCudaArray(a), HostCudaArray(bt.T), bias)
     assert isinstance(out, np.ndarray) and out.shape == (7, 3)  # the emulator's device arrays are numpy's
-    assert drv.uploads == 2  # bias and the error report, not a or b
+    assert counting["uploads"] == 2  # bias and the error report, not a or b
     assert_same(out, np.tanh(a @ bt.T + bias), what="device arrays in place", **TOL["float32"])
-    assert drv.launched == [("kd_kernel_Y_i32", 1, 256)]  # one 64 x 64 tile, the default GEMM knobs
+    assert counting["launched"] == [("kd_kernel_Y_i32", 1, 256)]  # one 64 x 64 tile, the default GEMM knobs
     with pytest.raises(kd.DTypeError):
         f(HostCudaArray(a.astype(np.float64)), HostCudaArray(bt.T), bias)
     with pytest.raises(kd.ShapeError):
@@ -245,19 +229,18 @@ def test_gpu_callable_takes_device_arrays_in_place_and_leaves_outputs_there():
 
 
 @needs_cxx
-def test_int64_variant_when_indices_do_not_fit_int32(monkeypatch):
+def test_int64_variant_when_indices_do_not_fit_int32(monkeypatch, counting):
     from kerneldsl.runtime import cuda as CU
     n, m = kd.sizes("n m")
     X = kd.placeholder((n, m), name="X")
     Y = kd.compute((n, m), lambda i, j: X[i, j] * 2 + X[i, m - 1 - j], name="Y")
-    drv = _CountingEmulator()
-    f = _emulated([X], [Y], drv)
+    f = kd.build([X], [Y], target="cuda-emu")
     x = rng(6).standard_normal((5, 7), dtype=np.float32)
     want = x * 2 + x[:, ::-1]
     assert_same(f(x), want, what="int32 indices")
     monkeypatch.setattr(CU, "INT32_LIMIT", 40)  # 35 points + 256 threads no longer fit
     assert_same(f(x), want, what="int64 indices")
-    assert [name for name, _, _ in drv.launched] == ["kd_kernel_Y_i32", "kd_kernel_Y_i64"]
+    assert [name for name, _, _ in counting["launched"]] == ["kd_kernel_Y_i32", "kd_kernel_Y_i64"]
 
 
 @pytest.mark.parametrize("target", cuda_targets())

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_same, check, rng
+from conftest import assert_same, check, matmul, rng
 
 import kerneldsl as kd
 
 F32 = dict(rtol=1e-5, atol=1e-5)
 F64 = dict(rtol=1e-12, atol=1e-12)
-
-
-def matmul(dtype="float32"):
-    n, m, k = kd.sizes("n m k")
-    A = kd.placeholder((n, k), dtype, name="A")
-    B = kd.placeholder((k, m), dtype, name="B")
-    r = kd.reduce_axis(k, name="r")
-    C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return A, B, C
 
 
 # --- contractions and convolutions ----------------------------------------------------------

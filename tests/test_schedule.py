@@ -4,20 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import matmul
 
 import kerneldsl as kd
 from kerneldsl.ir.loop_interp import run_module
 
 rng = np.random.default_rng(7)
-
-
-def matmul():
-    n, m, k = kd.sizes("n m k")
-    A = kd.placeholder((n, k), name="A")
-    B = kd.placeholder((k, m), name="B")
-    r = kd.reduce_axis(k, name="r")
-    C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return A, B, C
 
 
 def inputs(shapes=((7, 5), (5, 11))):

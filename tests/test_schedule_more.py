@@ -4,6 +4,7 @@ what it does not support with a ScheduleError naming the loop."""
 
 import numpy as np
 import pytest
+from conftest import matmul
 
 import kerneldsl as kd
 from kerneldsl.ir.loop_interp import run_module
@@ -143,15 +144,6 @@ def test_parallel_reduction_loop_still_points_to_rfactor():
 
 
 # --- cache_write / cache_read --------------------------------------------------------------
-def matmul():
-    n, m, k = kd.sizes("n m k")
-    A = kd.placeholder((n, k), name="A")
-    B = kd.placeholder((k, m), name="B")
-    r = kd.reduce_axis(k, name="r")
-    C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
-    return A, B, C
-
-
 def blocked(fj=8, fr=4):
     """for i: for j_o: for r_o: for r_i: for j_i: C[i, j] += A[i, r] * B[r, j]"""
     A, B, C = matmul()
