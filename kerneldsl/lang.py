@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from . import dtypes as dt
 from .errors import DTypeError, ShapeError
 from .ir import expr as E
-from .ir.tensor import ComputeOp, Placeholder, Tensor, check_name, new_uid
+from .ir.tensor import ComputeOp, Placeholder, Tensor, check_name, is_name, new_uid
 
 Expr = E.Expr
 
@@ -65,7 +65,7 @@ def compute(shape, fcompute: Callable, name: str | None = None, dtype=None) -> C
         raise ShapeError(f"compute {name} has {len(shape)} dimension(s) but its function takes "
                          f"{len(params)} argument(s): give one axis argument per dimension")
     names = [p.name if k < len(params) else f"i{k}" for k, p in enumerate(params + [None] * len(shape))]
-    axes = tuple(E.index_var(names[k] if names[k].isidentifier() else f"i{k}", s)
+    axes = tuple(E.index_var(names[k] if is_name(names[k]) else f"i{k}", s)
                  for k, s in enumerate(shape))
     body = fcompute(*axes)
     if isinstance(body, Tensor):

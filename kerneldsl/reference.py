@@ -142,7 +142,7 @@ class _Evaluator:
             if mask is not None:
                 bad = bad & mask
             if np.any(bad):
-                raise IndexError(f"{self.op.name} reads {e.tensor} with index {int(ix[np.nonzero(bad)][0]) if ix.ndim else int(ix)} "
+                raise IndexError(f"{self.op.name} reads {e.tensor} with index {_first(ix, bad)} "
                                  f"in dimension {e.dim} of size {n} (out of range)")
             return ix
         if isinstance(e, E.Reduce):
@@ -160,9 +160,8 @@ class _Evaluator:
             if m is not None:
                 bad &= m
             if bad.any():
-                where = tuple(int(w[0]) for w in np.nonzero(bad))
                 raise IndexError(f"{self.op.name} reads {e.tensor.name}[...] with index "
-                                 f"{int(ix[where])} in dimension {k} of size {n} "
+                                 f"{_first(ix, bad)} in dimension {k} of size {n} "
                                  f"(out of range) in {E.Load(e.tensor, e.indices, e.dtype)}")
             clipped.append(np.clip(ix, 0, max(n - 1, 0)))
         if arr.size == 0:
@@ -172,6 +171,11 @@ class _Evaluator:
 
     def reduce(self, e: E.Reduce, mask):
         dims = tuple(self.dim[a] for a in e.axes)
+        if any(self.extents[a] == 0 for a in e.axes):  # an empty domain reads nothing: the identity
+            if e.combiner in ("argmax", "argmin"):
+                return np.zeros((1,) * self.ndim, dtype=np.int64)
+            fill = {"sum": 0, "prod": 1, "max": dt.min_value(e.dtype), "min": dt.max_value(e.dtype)}[e.combiner]
+            return np.full((1,) * self.ndim, fill, dtype=e.dtype)
         cond = None if e.cond is None else self.eval(e.cond, mask)
         inner = mask if cond is None else _and(mask, cond)
         body = np.asarray(self.eval(e.body, inner))
@@ -196,13 +200,19 @@ class _Evaluator:
         # argmax/argmin: flatten the reduced dimensions (row-major in the order given)
         moved = np.moveaxis(body, dims, tuple(range(-len(dims), 0)))
         keep = moved.shape[:moved.ndim - len(dims)]
-        flat = moved.reshape(keep + (-1,))
+        flat = moved.reshape(keep + (int(np.prod(moved.shape[len(keep):], dtype=np.int64)),))
         if flat.shape[-1] == 0:
             res = np.zeros(keep, dtype=np.int64)
         else:
             res = (np.argmax if e.combiner == "argmax" else np.argmin)(flat, axis=-1)
         res = res.reshape(keep + (1,) * len(dims))
         return np.moveaxis(res, tuple(range(-len(dims), 0)), dims).astype(np.int64)
+
+
+def _first(ix: np.ndarray, bad: np.ndarray) -> int:
+    """The first offending index value (any shapes, 0-d included)."""
+    ix, bad = np.broadcast_arrays(ix, bad)
+    return int(ix[np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)])
 
 
 def _and(mask, c):

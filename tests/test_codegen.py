@@ -147,7 +147,7 @@ def test_module_prints_the_loop_nest():
     f = kd.build(ins, outs)
     text = re.sub(r"  # (vectorized|unrolled)$", "", str(f.module), flags=re.MULTILINE)  # the schedule's marks
     assert text == "\n".join([
-        "# kernel C",
+        "# kernel C  (runs when (n > 0) & (m > 0))",
         "for i in range(n):  # parallel",
         "  for j in range(m):",
         "    acc: float32 = 0.0",

@@ -83,7 +83,12 @@ class CPrinter:
 
     def _Cast(self, e):
         x = self.expr(e.x)
-        return f"({x} != 0)" if e.dtype == "bool" else f"(({CTYPE[e.dtype]})({x}))"
+        if e.dtype == "bool":
+            return f"({x} != 0)"
+        if e.dtype in _SUFFIX and e.dtype.startswith("int") and e.x.dtype.startswith("float"):
+            # C leaves NaN and out-of-range float -> int undefined; numpy (x86) gives INT_MIN
+            return f"kd_{_SUFFIX[e.x.dtype]}_to_{_SUFFIX[e.dtype]}({x})"
+        return f"(({CTYPE[e.dtype]})({x}))"
 
     saturate = False  # entry checks: int64 + - * saturate instead of wrapping (see render)
 
@@ -138,8 +143,8 @@ class CPrinter:
         flag = f"{a}_nan"
         clause = f" reduction({op}:{a})" + (f" reduction(|:{flag})" if nan_aware else "")
         out = [f"{indent}{{"]
-        if nan_aware:
-            out.append(f"{indent}    int {flag} = 0;")
+        if nan_aware:  # a NaN already held (from an earlier row of a multi-axis reduction) stays
+            out.append(f"{indent}    int {flag} = {a} != {a};")
         out += [f"{indent}    #pragma omp simd{clause}",
                 f"{indent}    for (int64_t {it} = 0; {it} < {self.expr(s.extent)}; ++{it}) {{",
                 f"{indent}        {CTYPE[v.dtype]} {lv} = {self.expr(decl.init)};",
@@ -152,18 +157,22 @@ class CPrinter:
         return out + [f"{indent}}}"]
 
     def _reduction_clause(self, loop: For) -> str:
-        """`reduction(+:acc)` for accumulators updated but not declared in the loop body."""
-        body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
-        declared = {s.var for s in body if isinstance(s, Declare)}
-        clauses = []
-        for s in body:
+        """`reduction(+:acc)` for accumulators the loop's iterations update (at any depth, under
+        any condition) but do not declare: without the clause a parallel loop races on them."""
+        stmts = list(_leaves(loop.body))
+        declared = {s.var for s in stmts if isinstance(s, Declare)}
+        clauses = {}
+        for s in stmts:
             if isinstance(s, Assign) and s.var not in declared and isinstance(s.value, E.Binary) \
                     and s.value.a is s.var and s.value.op in ("add", "mul"):
-                clauses.append(f" reduction({'+' if s.value.op == 'add' else '*'}:{self.name(s.var)})")
-        return "".join(clauses)
+                clauses[s.var] = f" reduction({'+' if s.value.op == 'add' else '*'}:{self.name(s.var)})"
+        return "".join(clauses.values())
 
     def _Load(self, e):
-        return f"{self.name(e.tensor)}[{self.index(e.tensor, e.indices)}]"
+        text = f"{self.name(e.tensor)}[{self.index(e.tensor, e.indices)}]"
+        if e.dtype == "bool" and getattr(e.tensor, "role", "") == "input":
+            return f"({text} != 0)"  # an input's bytes: numpy reads any nonzero byte as True
+        return text
 
     # --- statements -------------------------------------------------------------------
     def stmt(self, s: Stmt, indent: str) -> list[str]:
@@ -229,6 +238,21 @@ def _extreme_reduction(loop: For):
     return None
 
 
+def _leaves(s: Stmt):
+    """Every non-compound statement inside `s`, in order."""
+    if isinstance(s, Seq):
+        for x in s.stmts:
+            yield from _leaves(x)
+    elif isinstance(s, (For, Allocate)):
+        yield from _leaves(s.body)
+    elif isinstance(s, IfThenElse):
+        yield from _leaves(s.then)
+        if s.otherwise is not None:
+            yield from _leaves(s.otherwise)
+    else:
+        yield s
+
+
 def _local_strides(buf: Buffer) -> tuple[str, ...]:
     """Row-major strides of a local array (constant shape), as C literals."""
     dims = [int(d.value) for d in buf.shape]
@@ -238,6 +262,12 @@ def _local_strides(buf: Buffer) -> tuple[str, ...]:
 def _innermost(loop: For) -> bool:
     body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
     return not any(isinstance(s, (For, IfThenElse)) for s in body)
+
+
+def buffer_ctype(b: Buffer) -> str:
+    """The element type of a buffer in generated source: a bool input is read as bytes (a C
+    `bool` holding anything but 0 or 1 is undefined behaviour), and normalised where loaded."""
+    return "uint8_t" if b.dtype == "bool" and b.role == "input" else CTYPE[b.dtype]
 
 
 def meta_layout(module: Module) -> tuple[dict, dict]:
@@ -325,8 +355,8 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
         for b in module.buffers:
             if b in used:
                 const = "const " if b.role == "input" else ""
-                lines.append(f"{const}{CTYPE[b.dtype]} *restrict {names[b]} = "
-                             f"({const}{CTYPE[b.dtype]} *)kd_bufs[{buf_pos[b]}];")
+                ctype = buffer_ctype(b)
+                lines.append(f"{const}{ctype} *restrict {names[b]} = ({const}{ctype} *)kd_bufs[{buf_pos[b]}];")
                 for d, st in enumerate(strides[b]):
                     lines.append(f"const int64_t {st} KD_UNUSED = kd_meta[{stride_pos[b][d]}];")
         return lines
@@ -353,10 +383,12 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
                         "prologue": prologue(used), "body": body})
     p = printer_cls(names, strides)
+    for info, k in zip(kernels, module.kernels):
+        info["runs_if"] = "" if k.runs_if is None else p.expr(k.runs_if)
     # an index range like [0, 2**61 * (n - 1)] must not wrap around into a passing check
     p.saturate = True
     checks = [{"cond": p.expr(c.cond), "code": c.code} for c in module.checks]
-    entry_used = _used([c for c in module.checks])
+    entry_used = _used([c for c in module.checks] + [k.runs_if for k in module.kernels if k.runs_if is not None])
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
                       for s in module.sizes if s in entry_used]
     prelude = environment().get_template("c/prelude.h").render()

@@ -44,7 +44,7 @@ from ..ir import expr as E
 from ..ir.loops import Declare, For, Seq, Stmt, Store
 from ..ir.lower import Kernel, Module
 from ..ir.printer import expr_str
-from .c import CTYPE, CPrinter, _used, environment, meta_layout, source_names
+from .c import CTYPE, CPrinter, _used, buffer_ctype, environment, meta_layout, source_names
 from .cuda_gemm import GEMM_KNOB_RANGES
 
 KNOBS = {
@@ -128,6 +128,7 @@ class Launch:
     params: tuple  # of Param
     index_extents: tuple = ()  # other values the kernel's index type must hold (GEMM's M, N, K)
     lanes: int = 1  # elements per vector access of a grid-stride kernel (its vector path)
+    runs_if: E.Expr | None = None  # the kernel's Kernel.runs_if: not launched when it is false
 
     def blocks(self, work: int, max_blocks: int) -> int:
         # grid_stride: a thread per vector step; row_reduce, gemm, bound: a block per unit
@@ -564,7 +565,7 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
             if b not in used:
                 continue
             const = "const " if b.role == "input" else ""
-            out.append(Param("buf", buf_pos[b], f"{const}{CTYPE[b.dtype]} *", names[b]))
+            out.append(Param("buf", buf_pos[b], f"{const}{buffer_ctype(b)} *", names[b]))
             out += [Param("stride", stride_pos[b][d], "int64_t", st) for d, st in enumerate(strides[b])]
         out.append(Param("report", 0, "int64_t *", "kd_report"))
         return tuple(out)
@@ -628,7 +629,8 @@ def render(module: Module, overrides: dict | None = None, version: str = "") -> 
         info["args"] = [x.name for x in ps]
         info["arg_types"] = [x.ctype for x in ps]
         kernels.append(info)
-        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps, extents, info.get("lanes", 1)))
+        launches.append(Launch(fname, info["schedule"], work, info["threads"], ps, extents, info.get("lanes", 1),
+                               k.runs_if))
 
     prelude = environment().get_template("cuda/prelude.cuh").render()
     text = environment().get_template("cuda/module.cu.j2").render(version=version, prelude=prelude, kernels=kernels)

@@ -28,7 +28,8 @@ def run_module(module, arrays) -> list[np.ndarray]:
     for c in module.checks:
         interp.stmt(c)
     for k in module.kernels:
-        interp.stmt(k.body)
+        if k.runs_if is None or bool(interp.expr(k.runs_if)):
+            interp.stmt(k.body)
     return [bufs[b] for b in module.outputs]
 
 

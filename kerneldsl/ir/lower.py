@@ -21,6 +21,7 @@ gets a per-element check that reports an error instead of reading outside.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from .. import dtypes as dt
@@ -56,9 +57,17 @@ class Kernel:
     knobs: dict = field(default_factory=dict)  # the template's numeric choices (tile sizes, threads)
     contraction: object = None  # the template's plan (contraction.GemmPlan)
 
+    @property
+    def runs_if(self) -> E.Expr | None:
+        """The kernel runs only when its output is not empty: None when that is known, else the
+        condition. (Reductions hoisted out of the output loops would otherwise read for points
+        that do not exist, as the entry checks assume they do not.)"""
+        return _all_positive(self.op.axes)
+
     def __str__(self) -> str:
         fused = f"  (fused: {', '.join(self.fused)})" if self.fused else ""
-        return "\n".join([f"# kernel {self.name}{fused}", *stmt_lines(self.body)])
+        runs = "" if self.runs_if is None else f"  (runs when {self.runs_if})"
+        return "\n".join([f"# kernel {self.name}{fused}{runs}", *stmt_lines(self.body)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +138,14 @@ class _Context:
         axes = tuple(op.axes)
         # statements hoisted to just inside the loops of a prefix of the enclosing axes
         self.slots: dict[tuple, list] = {axes[:k]: [] for k in range(len(axes) + 1)}
+        # accumulators are reused only inside the scope that declares them: a reduction lowered
+        # again in another branch (a `where`) must not read one declared in a sibling loop body
+        self.scope_ids = itertools.count(1)
+        self.scopes: list = [0]
+        self.slot_scope: dict = {where: 0 for where in self.slots}
+        # reduction loops a hoisted reduction was moved above (they may run no iteration), each
+        # with a flag: did lowering the hoisted reduction need a range check
+        self.skipped: list = []
         stmts, value = self.expr(op.body, None, False, axes)
         nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
@@ -188,6 +205,7 @@ class _Context:
         rng = None if gather or guarded else interval(ix)
         info = BoundsError(self.op.name, text, tensor, dim, extent, *(rng if rng is not None else (None, None)))
         if rng is None:
+            self._checked_under_skip()
             return Checked(simplify(lix), extent, self._code(info))
         self.entry_check(rng, extent, enclosing, info)
         return simplify(lix)
@@ -196,7 +214,10 @@ class _Context:
         lo, hi = rng
         ok = (lo >= 0) & (hi < extent)
         empty = None
-        for a in enclosing:
+        self._checked_under_skip()
+        # a kernel runs only when its output is not empty (Kernel.runs_if): its own axes count too
+        axes = dict.fromkeys((*self.op.axes, *enclosing, *(a for skipped, _ in self.skipped for a in skipped)))
+        for a in axes:
             z = a.extent <= 0
             empty = z if empty is None else empty | z
         cond = simplify(ok if empty is None else empty | ok)
@@ -207,7 +228,9 @@ class _Context:
 
     def reduce(self, e: E.Reduce, guard, guarded, enclosing):
         """A reduction is computed at the outermost loop depth where everything it reads is bound
-        (loop-invariant code motion): inside a row loop, not inside the column loop of the row."""
+        (loop-invariant code motion): inside a row loop, not inside the column loop of the row.
+        Hoisted above loops that may run no iteration, it runs only when they would: the reads
+        of a reduction are the reads of the points that use it (an empty output reads nothing)."""
         used, floor = E.free_axes(e), 0
         if guard is not None:  # the guard reads loop variables and accumulators: it pins us inside them
             for v in E.walk(guard):
@@ -219,21 +242,39 @@ class _Context:
         hoist = depth < len(enclosing) and enclosing[:depth] in self.slots
         where = enclosing[:depth] if hoist else enclosing
         key = (e, guard, where)  # one accumulator per reduction and placement: computed once
-        if key in self.reduced:
-            return [], self.reduced[key]
-        stmts, acc = self._reduce(e, guard, guarded, where)
-        self.reduced[key] = acc
+        hit = self.reduced.get(key)
+        if hit is not None and hit[1] in self.scopes:  # and only where its declaration is in scope
+            return [], hit[0]
+        # the output's own axes need no guard: an empty output skips the whole kernel (runs_if)
+        skipped = [a for a in enclosing[len(where):] if a.reduce]
+        self.skipped.append((skipped, [False]))
+        try:
+            stmts, acc = self._reduce(e, guard, guarded, where)
+        finally:
+            _, checked = self.skipped.pop()
+        self.reduced[key] = (acc, self.slot_scope[where] if hoist else self.scopes[-1])
         self.acc_depth[acc] = len(where)
         if hoist:
+            nonempty = _all_positive(skipped) if checked[0] else None
+            if nonempty is not None:  # its reads were checked as if the skipped loops ran: make it so
+                decls = [st for st in stmts if isinstance(st, Declare)]  # outside: the skipped loops read them
+                stmts = [*decls, IfThenElse(nonempty, seq(*[st for st in stmts if not isinstance(st, Declare)]))]
             self.slots[where].extend(stmts)
             return [], acc
         return stmts, acc
 
+    def _checked_under_skip(self) -> None:
+        for skipped, checked in self.skipped:
+            if skipped:
+                checked[0] = True
+
     def _reduce(self, e: E.Reduce, guard, guarded, enclosing):
         saved = {a: self.vars.get(a) for a in e.axes}
+        self.scopes.append(next(self.scope_ids))
         try:
             return self._reduce_scoped(e, guard, guarded, enclosing)
         finally:  # an axis reduced again deeper must not rename the outer loop's variable
+            self.scopes.pop()
             for a, v in saved.items():
                 if v is None:
                     self.vars.pop(a, None)
@@ -248,6 +289,7 @@ class _Context:
             self.axis_of[self.vars[a]] = a
         for k in range(outer + 1, len(enclosing) + 1):
             self.slots[enclosing[:k]] = []
+            self.slot_scope[enclosing[:k]] = self.scopes[-1]
         acc = E.Var(self.names.fresh("acc"), e.dtype)
         inner_guarded = guarded or e.cond is not None
         body_stmts, body = self.expr(e.body, None, inner_guarded, enclosing)
@@ -300,6 +342,17 @@ class _Context:
         decls = [Declare(acc, E.Const(0, "int64")), Declare(best, E.const(init, body.dtype))]
         update = seq(Declare(v, body), IfThenElse(better, seq(Assign(best, v), Assign(acc, simplify(flat)))))
         return decls, update
+
+
+def _all_positive(axes):
+    """`extent > 0` for every axis, as one condition; None when that is known to hold."""
+    cond = None
+    for a in axes:
+        c = simplify(a.extent > 0)
+        if isinstance(c, E.Const) and c.value:
+            continue
+        cond = c if cond is None else cond & c
+    return cond
 
 
 def _vectorizable(body: Stmt) -> bool:

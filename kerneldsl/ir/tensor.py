@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from ..errors import ShapeError
 from . import expr as E
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ids = itertools.count()
 
 
+def is_name(name) -> bool:
+    """An ASCII C identifier: the only names that reach generated source."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
 def check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not is_name(name):
         raise ValueError(f"{what} name {name!r} is not an identifier (letters, digits, _; not starting "
                          f"with a digit)")
     return name

@@ -100,19 +100,17 @@ class Function:
     def __call__(self, *args, out=None):
         arrays, sizes, shapes = self._bind(args)
         if out is None:
-            outs = [(np.empty(s, dtype=d), False) for s, d in zip(shapes[:self._nout], self._out_dtypes)]
+            outs = [(o, False) for o in self._allocate(shapes[:self._nout], 0)]
         else:
             outs = self._outputs(shapes[:self._nout], out, arrays)
         targets = [o if not alias else np.empty(o.shape, o.dtype) for o, alias in outs]
-        temps = [np.empty(s, dtype=d) for s, d in zip(shapes[self._nout:], self._out_dtypes[self._nout:])]
+        temps = self._allocate(shapes[self._nout:], self._nout)
         meta = list(sizes)
         ptrs = []
         for k, a in enumerate(arrays):
-            p = a.ctypes.data
-            if p % a.itemsize:  # misaligned (a view into a byte buffer): read a copy
-                a = arrays[k] = np.ascontiguousarray(a)
-                p = a.ctypes.data
-            ptrs.append(p)
+            if not a.flags.aligned:  # a misaligned base or a stride that is not a whole number of
+                a = arrays[k] = a.copy()  # elements (a field of a structured array): read a copy
+            ptrs.append(a.ctypes.data)
         bufs = arrays + targets + temps
         ptrs += [a.ctypes.data for a in targets + temps]
         for k, a in enumerate(bufs):
@@ -137,6 +135,19 @@ class Function:
             return outs[0][0]
         return tuple(o for o, _ in outs)
 
+    def _allocate(self, shapes, first: int) -> list:
+        """New arrays for the outputs (first = 0) or the temporaries (first = number of outputs)."""
+        tensors = self.outputs + tuple(self._temps)
+        result = []
+        for k, s in enumerate(shapes, first):
+            try:
+                result.append(np.empty(s, dtype=self._out_dtypes[k]))
+            except (ValueError, MemoryError) as e:
+                t = tensors[k]
+                raise ShapeError(f"{t.name} would have shape {s} ({t.dtype}), too large to allocate: "
+                                 f"{e}") from None
+        return result
+
     def _outputs(self, shapes, out, arrays):
         out = (out,) if isinstance(out, np.ndarray) else tuple(out)
         if len(out) != len(self.outputs):
@@ -152,6 +163,9 @@ class Function:
                 raise DTypeError(f"out= for {t.name} must be {t.dtype}, got {o.dtype}")
             if not o.flags.writeable:
                 raise ValueError(f"out= for {t.name} is read-only")
+            if self_overlapping(o):
+                raise ValueError(f"out= for {t.name} overlaps itself (a view with a zero or overlapping "
+                                 f"stride, strides {o.strides}): each element needs its own memory")
             alias = not o.flags.aligned or any(np.may_share_memory(o, a) for a in arrays) or any(
                 np.may_share_memory(o, r) for r, _ in result)
             result.append((o, alias))
@@ -171,3 +185,16 @@ class Function:
         return IndexError(
             f"{info.op} reads {info.load}: index {index} in dimension {info.dim} is out of range "
             f"[0, {extent}) for {info.tensor}; nothing was read outside the array")
+
+
+def self_overlapping(a: np.ndarray) -> bool:
+    """Two elements of `a` may share memory (a broadcast view, or overlapping strides). Exact for
+    the layouts numpy makes (strides sorted by size, each stepping past the dimensions inside
+    it); an exotic interleaving that does not overlap is refused too, as a caller's mistake."""
+    dims = sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1)
+    span = a.itemsize  # bytes covered by the dimensions already placed
+    for st, n in dims:
+        if st < span:
+            return True
+        span = st * (n - 1) + span
+    return False

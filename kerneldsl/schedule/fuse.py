@@ -142,10 +142,25 @@ def hoistable_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     return ok
 
 
+def drops_checks(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """Inlining would lose a range check: the consumer reads the producer at an index that is not
+    an axis of the same extent, in a dimension the producer's body does not use (so no `Bound`
+    is left at a use of that axis). `t[0]` of a `t` of extent n - 1 must still fail for n = 1."""
+    used = E.free_axes(producer.body)
+    for ld in E.loads(consumer.body):
+        if ld.tensor is producer:
+            for a, ix in zip(producer.axes, ld.indices):
+                if a not in used and not (isinstance(ix, E.IndexVar) and ix.extent is a.extent):
+                    return True
+    return False
+
+
 def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if not isinstance(t, ComputeOp) or t in outputs:
         return False
     mine = users.get(t, ())
+    if any(drops_checks(t, u) for u in mine):
+        return False
     if is_injective(t):
         return t.name in force_names or (enabled and len(mine) == 1)
     return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))

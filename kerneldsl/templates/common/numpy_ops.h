@@ -58,3 +58,13 @@ KD_FN T kd_sigmoid_##S(T x)                                                     
 
 KD_FLOAT_OPS(float, f32, f)
 KD_FLOAT_OPS(double, f64, )
+
+/* Float -> int as numpy on x86: NaN and values outside the target's range give its minimum
+   (C leaves them undefined, and a GPU saturates); in range, truncation toward zero. */
+#define KD_F2I(F, FS, T, TS, LO, HI)                                                 \
+KD_FN T kd_##FS##_to_##TS(F x) { return (x >= (F)(LO) && x < (F)(HI)) ? (T)x : (T)(LO); }
+
+KD_F2I(float, f32, int32_t, i32, -2147483648.0, 2147483648.0)
+KD_F2I(double, f64, int32_t, i32, -2147483648.0, 2147483648.0)
+KD_F2I(float, f32, int64_t, i64, -9223372036854775808.0, 9223372036854775808.0)
+KD_F2I(double, f64, int64_t, i64, -9223372036854775808.0, 9223372036854775808.0)

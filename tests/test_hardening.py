@@ -1,0 +1,236 @@
+"""Regression tests for wrong results an adversarial run found: each test is named after the bug.
+
+Every case compares the compiled kernels (C and the CUDA emulator) with `kd.evaluate` and with
+numpy, on the inputs that exposed the bug.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_same, cuda_targets
+
+import kerneldsl as kd
+
+TARGETS = ["c", *cuda_targets()]
+
+
+def both(outputs, feed, target, inputs=None):
+    """(compiled results, reference results) as lists, or the exception each raised."""
+    outputs = [outputs] if isinstance(outputs, kd.Tensor) else list(outputs)
+    inputs = list(feed) if inputs is None else inputs
+    f = kd.build(inputs, outputs, target=target)
+    got = f(*[feed[p] for p in inputs])
+    got = [got] if len(outputs) == 1 else list(got)
+    return got, kd.evaluate(outputs, feed)
+
+
+def grid():
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n, m), "float32", name="x")
+    return n, m, x, kd.reduce_axis(n, name="r"), kd.reduce_axis(m, name="s")
+
+
+# --- 1: a scalar reduction over two axes ran its outer loop in parallel with a shared accumulator
+
+@pytest.mark.parametrize("kind", ["sum", "where", "prod", "sum_of_max"])
+def test_scalar_reduction_over_two_axes_has_no_data_race(kind):
+    n, m, x, r, s = grid()
+    q = kd.reduce_axis(m, name="q")
+    body = {"sum": lambda: kd.sum(x[r, s], axis=[r, s]),
+            "where": lambda: kd.sum(x[r, s], axis=[r, s], where=x[r, s] > 0.5),
+            "prod": lambda: kd.prod(x[r, s], axis=[r, s]),
+            "sum_of_max": lambda: kd.sum(kd.max(x[r, q] + x[r, s], axis=q), axis=[r, s])}[kind]
+    t = kd.compute((), body, name="t")
+    f = kd.build([x], [t])
+    a = np.ones((1000, 1000), np.float32) if kind != "prod" else np.full((300, 300), 1.0001, np.float32)
+    if kind == "sum_of_max":
+        a = np.ones((200, 200), np.float32)
+    want = kd.evaluate([t], {x: a})[0]
+    for _ in range(3):  # a race gives a different wrong value on each run
+        assert_same(f(a), want, rtol=1e-3, what=kind)
+
+
+# --- 2: byte strides that are not a whole number of elements were divided down and misread
+
+def test_odd_byte_strided_input_is_read_in_place_correctly():
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    y = kd.compute((n,), lambda i: x[i] * 2, name="y")
+    f = kd.build([x], [y])
+    rec = np.zeros(10_001, dtype=[("x", "f4"), ("y", "u1")])
+    rec["x"] = np.arange(rec.size)
+    for view in (rec["x"], rec["x"][::-1], rec["x"][::3]):
+        assert view.strides[0] % 4
+        assert_same(f(view), view * 2)
+        out = np.empty(view.shape, np.float32)
+        f(view, out=out)
+        assert_same(out, view * 2)
+
+
+# --- 3: max/min over several axes lost a NaN seen in an earlier row
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("combiner", ["max", "min"])
+def test_max_min_over_several_axes_propagate_nan(target, combiner):
+    _, _, x, r, s = grid()
+    t = kd.compute((), lambda: getattr(kd, combiner)(x[r, s], axis=[r, s]), name="t")
+    for a in (np.array([[np.nan, 1, 2], [3, 4, 5]], np.float32), np.array([[1, 2, 3], [4, np.nan, 5]], np.float32)):
+        got, ref = both(t, {x: a}, target)
+        assert np.isnan(got[0]) and np.isnan(ref[0])
+
+
+# --- 4: a nested reduction in a where= was reused from a sibling loop body where it was declared
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nested_reduction_read_in_two_branches_compiles(target):
+    _, _, x, r, s = grid()
+    t = kd.compute((), lambda: kd.sum(x[r, 0], axis=r, where=kd.min(x[r, s], axis=s) > 0), name="t")
+    y = kd.compute((), lambda: kd.where(t[()] > 0, t[()] + 1, 0.0), name="y")
+    a = np.array([[1, 2], [-1, 3], [2, 2]], np.float32)
+    got, ref = both(y, {x: a}, target)
+    assert_same(got[0], ref[0])
+    assert got[0] == np.float32(4.0)
+
+
+# --- 5: float -> int casts: C leaves NaN and out-of-range undefined; numpy gives INT_MIN
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("src", ["float32", "float64"])
+@pytest.mark.parametrize("dst", ["int32", "int64"])
+def test_float_to_int_cast_matches_numpy(target, src, dst):
+    n = kd.size("n")
+    x = kd.placeholder((n,), src, name="x")
+    y = kd.compute((n,), lambda i: kd.cast(kd.cast(x[i], dst), "float64"), name="y")
+    z = kd.compute((n,), lambda i: 1 / kd.cast(kd.cast(x[i], dst), "float64"), name="z")
+    a = np.array([-0.48, 0.48, -1.5, 1e30, -1e30, np.nan, np.inf, -np.inf, 3e9, -3e9, 2.5], src)
+    got, ref = both([y, z], {x: a}, target)
+    with np.errstate(all="ignore"):
+        want = a.astype(dst).astype(np.float64)
+        assert_same(got[0], want)
+        assert_same(got[1], 1 / want)  # -0.0 would flip 1/x to -inf
+    assert_same(got[0], ref[0])
+
+
+# --- 6: fusion inlined t[0] of an empty t: the read's range check went with it
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_fusion_keeps_the_range_check_of_an_inlined_constant_index(fuse):
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    t = kd.compute((n - 1,), lambda i: x[0] * 10, name="t")
+    y = kd.compute((n,), lambda i: t[0] + 1, name="y")
+    f = kd.build([x], [y], fuse=fuse)
+    with pytest.raises(IndexError, match="t"):
+        kd.evaluate([y], {x: np.ones(1, np.float32)})
+    with pytest.raises(IndexError, match="t"):
+        f(np.ones(1, np.float32))
+    assert_same(f(np.ones(3, np.float32)), np.full(3, 11, np.float32))
+
+
+# --- 7: bool inputs holding bytes other than 0 and 1 (undefined behaviour in C)
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bool_input_with_other_bytes_reads_as_numpy(target):
+    n = kd.size("n")
+    b = kd.placeholder((n,), "bool", name="b")
+    outs = [kd.compute((n,), lambda i: kd.cast(b[i], "int32"), name="as_int"),
+            kd.compute((n,), lambda i: b[i] == True, name="eq"),  # noqa: E712 - the DSL's comparison
+            kd.compute((n,), lambda i: ~b[i], name="inv"),
+            kd.compute((n,), lambda i: b[i] ^ True, name="xor")]
+    a = np.array([0, 1, 2, 255, 128], np.uint8).view(bool)
+    got, ref = both(outs, {b: a}, target)
+    norm = a.view(np.uint8) != 0
+    for g, r, want in zip(got, ref, [norm.astype(np.int32), norm, ~norm, norm ^ True]):
+        assert_same(g, want)
+        assert_same(r, want)
+
+
+# --- 8: the reference interpreter crashed on out-of-range loads whose index uses no axis
+
+def test_reference_reports_out_of_range_index_without_axes():
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    t = kd.compute((n - 1,), lambda i: x[i] * 10, name="t")
+    for idx in (lambda: 0, lambda: n):
+        y = kd.compute((n,), lambda i, idx=idx: t[idx()] + 1, name="y")
+        with pytest.raises(IndexError, match="t"):
+            kd.evaluate([y], {x: np.ones(1 if idx() == 0 else 3, np.float32)})
+
+
+def test_reference_argmin_over_empty_axes_inside_max():
+    n = kd.size("n")
+    x = kd.placeholder((n, n), "float32", name="x")
+    r10, r11, r12 = (kd.reduce_axis(n, name=f"r{k}") for k in (10, 11, 12))
+    y = kd.compute((), lambda: kd.max(kd.argmin(x[r10, 0], axis=[r11, r12]), axis=r10), name="y")
+    for a in (np.zeros((0, 0), np.float32), np.ones((2, 2), np.float32)):
+        got, ref = both(y, {x: a}, "c")
+        assert_same(got[0], ref[0])
+    assert int(kd.evaluate([y], {x: np.zeros((0, 0), np.float32)})[0]) == np.iinfo(np.int64).min
+
+
+# --- 9: zero sizes: a reduction hoisted out of an empty output loop read for points that do not exist
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_hoisted_reduction_of_an_empty_output_reads_nothing(target):
+    n = kd.size("n")
+    x = kd.placeholder((n, 3), "float32", name="x")
+    r = kd.reduce_axis(3, name="r")
+    y = kd.compute((n,), lambda i: kd.sum(x[0, r], axis=r), name="y")
+    got, ref = both(y, {x: np.ones((0, 3), np.float32)}, target)
+    assert got[0].shape == ref[0].shape == (0,)
+    got, ref = both(y, {x: np.ones((2, 3), np.float32)}, target)
+    assert_same(got[0], ref[0])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_reduction_hoisted_out_of_an_empty_reduction_loop(target):
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n,), "float32", name="x")
+    w = kd.placeholder((m,), "float32", name="w")
+    r = kd.reduce_axis(m, name="r")
+    s = kd.reduce_axis(n, name="s")
+    # the inner sum reads x[s + 2] whatever r is: hoisted above r; with m = 0 nothing is read
+    y = kd.compute((), lambda: kd.sum(w[r] * kd.sum(x[s + 2], axis=s), axis=r), name="y")
+    for a, b in ((np.ones(3, np.float32), np.zeros(0, np.float32)),):
+        got, ref = both(y, {x: a, w: b}, target)
+        assert_same(got[0], ref[0])
+    with pytest.raises(IndexError):
+        kd.evaluate([y], {x: np.ones(3, np.float32), w: np.ones(2, np.float32)})
+    with pytest.raises(IndexError):
+        kd.build([x, w], [y], target=target)(np.ones(3, np.float32), np.ones(2, np.float32))
+
+
+# --- 10: a name ending in a newline passed the identifier check
+
+@pytest.mark.parametrize("name", ["a\n", "a\nb", "é", "a b", "1a", ""])
+def test_names_must_be_ascii_identifiers(name):
+    with pytest.raises(ValueError, match="not an identifier"):
+        kd.placeholder((3,), name=name)
+    with pytest.raises(ValueError, match="not an identifier"):
+        kd.reduce_axis(3, name=name)
+
+
+# --- 13: out= overlapping itself; a shape too large to allocate
+
+def test_self_overlapping_out_is_refused():
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    y = kd.compute((n,), lambda i: x[i] * 2, name="y")
+    f = kd.build([x], [y])
+    zero_stride = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (5,), (0,))
+    with pytest.raises(ValueError, match="y overlaps itself"):
+        f(np.ones(5, np.float32), out=zero_stride)
+    base = np.zeros(8, np.float32)
+    overlapping = np.lib.stride_tricks.as_strided(base, (2, 4), (8, 4))  # rows share elements
+    y2 = kd.compute((2, 4), lambda i, j: x[j] * 2, name="y2")
+    with pytest.raises(ValueError, match="overlaps itself"):
+        kd.build([x], [y2])(np.ones(4, np.float32), out=overlapping)
+
+
+def test_overflowing_shape_names_the_tensor():
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    y = kd.compute((n * n * n * n,), lambda i: x[0] * 2, name="huge")
+    with pytest.raises(kd.ShapeError, match="huge"):
+        kd.build([x], [y])(np.ones(100_000, np.float32))
