@@ -18,5 +18,9 @@ class CompileError(RuntimeError):
         self.compiler_output = compiler_output
 
 
+class CacheError(CompileError):
+    """The kernel cache cannot be used (not writable, full, untrusted, locked): says how to fix it."""
+
+
 class ScheduleError(ValueError):
     """A schedule primitive was applied where it is not legal."""
