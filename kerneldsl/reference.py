@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .ir import expr as E
-from .ir.intrinsics import INTRINSICS, ipow_np
+from .ir import ops
 from .ir.tensor import ComputeOp, Placeholder, topo_order
 from .shapes import as_input_array, bind_sizes, check_bindable, concrete_shape
 
@@ -120,14 +120,8 @@ class _Evaluator:
         if isinstance(e, E.Cast):
             x = self.eval(e.x, mask)
             return x.astype(e.dtype) if e.dtype != "bool" else (x != 0)
-        if isinstance(e, E.Unary):
-            x = self.eval(e.x, mask)
-            return {"neg": np.negative, "not": np.logical_not, "invert": np.invert}[e.op](x)
-        if isinstance(e, E.Binary):
-            return _binary(e.op, self.eval(e.a, mask), self.eval(e.b, mask), e.dtype)
-        if isinstance(e, E.Call):
-            args = [np.asarray(self.eval(a, mask)) for a in e.args]
-            return np.asarray(INTRINSICS[e.fn].numpy(*args)).astype(e.dtype, copy=False)
+        if isinstance(e, (E.Unary, E.Binary, E.Call)):  # the op table's numpy evaluation
+            return ops.evaluate(ops.of(e), [np.asarray(self.eval(a, mask)) for a in e.children()], e.dtype)
         if isinstance(e, E.Select):
             c = self.eval(e.cond, mask)
             a = self.eval(e.a, _and(mask, c))
@@ -218,47 +212,3 @@ def _first(ix: np.ndarray, bad: np.ndarray) -> int:
 def _and(mask, c):
     c = np.asarray(c, dtype=bool)
     return c if mask is None else np.logical_and(mask, c)
-
-
-def floordiv_np(a, b, dtype):
-    if np.dtype(dtype).kind in "iu":
-        bz = b == 0
-        bsafe = np.where(bz, 1, b)
-        q = np.floor_divide(a, bsafe)
-        return np.where(bz, 0, q).astype(dtype)
-    return np.floor_divide(a, b).astype(dtype)
-
-
-def mod_np(a, b, dtype):
-    if np.dtype(dtype).kind in "iu":
-        bz = b == 0
-        r = np.remainder(a, np.where(bz, 1, b))
-        return np.where(bz, 0, r).astype(dtype)
-    return np.remainder(a, b).astype(dtype)
-
-
-def _binary(op, a, b, dtype):
-    if op == "add":
-        return np.add(a, b, dtype=dtype)
-    if op == "sub":
-        return np.subtract(a, b, dtype=dtype)
-    if op == "mul":
-        return np.multiply(a, b, dtype=dtype)
-    if op == "div":
-        return np.true_divide(a, b).astype(dtype, copy=False)
-    if op == "floordiv":
-        return floordiv_np(a, b, dtype)
-    if op == "mod":
-        return mod_np(a, b, dtype)
-    if op == "pow":
-        return (ipow_np(a, b) if np.dtype(dtype).kind in "iu" else np.power(a, b)).astype(dtype, copy=False)
-    if op in ("lt", "le", "gt", "ge", "eq", "ne"):
-        return getattr(np, {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-                            "eq": "equal", "ne": "not_equal"}[op])(a, b)
-    if op == "and":
-        return np.bitwise_and(a, b)
-    if op == "or":
-        return np.bitwise_or(a, b)
-    if op == "xor":
-        return np.bitwise_xor(a, b)
-    raise ValueError(op)

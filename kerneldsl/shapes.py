@@ -6,36 +6,8 @@ import numpy as np
 
 from .errors import DTypeError, ShapeError
 from .ir import expr as E
+from .ir.int_eval import eval_int, int_source
 from .ir.tensor import shape_str
-
-
-def eval_int(e: E.Expr, sizes: dict) -> int:
-    """Value of an integer expression over sizes and constants (floor // and %, as numpy)."""
-    if isinstance(e, E.Const):
-        return int(e.value)
-    if isinstance(e, E.SizeVar):
-        return sizes[e]
-    if isinstance(e, E.Cast):
-        return eval_int(e.x, sizes)
-    if isinstance(e, E.Unary) and e.op == "neg":
-        return -eval_int(e.x, sizes)
-    if isinstance(e, E.Binary):
-        a, b = eval_int(e.a, sizes), eval_int(e.b, sizes)
-        op = e.op
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
-        if op in ("floordiv", "mod"):
-            if b == 0:
-                return 0
-            return a // b if op == "floordiv" else a % b
-    if isinstance(e, E.Call) and e.fn in ("minimum", "maximum"):
-        vals = [eval_int(x, sizes) for x in e.args]
-        return min(vals) if e.fn == "minimum" else max(vals)
-    raise ValueError(f"cannot evaluate the size expression {e}")
 
 
 def size_vars_of(placeholders) -> list:
@@ -102,27 +74,6 @@ def as_input_array(x, p) -> np.ndarray:
     if hasattr(x, "__array__") or isinstance(x, (list, tuple, int, float, bool, np.generic)):
         return np.asarray(x)
     raise TypeError(f"input {p.name} must be a numpy array, got {type(x).__name__}")
-
-
-def int_source(e: E.Expr, slot: dict) -> str:
-    """Python source computing an integer size expression from a list `s` of size values."""
-    if isinstance(e, E.Const):
-        return str(int(e.value))
-    if isinstance(e, E.SizeVar):
-        return f"s[{slot[e]}]"
-    if isinstance(e, E.Cast):
-        return int_source(e.x, slot)
-    if isinstance(e, E.Unary) and e.op == "neg":
-        return f"(-{int_source(e.x, slot)})"
-    if isinstance(e, E.Binary) and e.op in ("add", "sub", "mul", "floordiv", "mod"):
-        a, b = int_source(e.a, slot), int_source(e.b, slot)
-        if e.op in ("floordiv", "mod"):
-            sym = "//" if e.op == "floordiv" else "%"
-            return f"(({a}) {sym} ({b}) if ({b}) else 0)"
-        return f"({a} {dict(add='+', sub='-', mul='*')[e.op]} {b})"
-    if isinstance(e, E.Call) and e.fn in ("minimum", "maximum"):
-        return f"{e.fn[:3]}({', '.join(int_source(a, slot) for a in e.args)})"
-    raise ValueError(f"cannot compile the size expression {e}")
 
 
 def shape_function(shapes, slot: dict):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from ..ir import expr as E
 from ..ir.bounds import interval
-from ..ir.simplify import _build, _linear
+from ..ir.simplify import build_linear, linear
 from .exprs import conj, simp, subst
 
 
@@ -122,7 +122,7 @@ def solve(indices, domain: list, xs: tuple):
     while True:
         best = None
         for k, g in pending.items():
-            lin = _linear(g)
+            lin = linear(g)
             if lin is None:
                 continue
             for v, c in _candidates(lin, unknown):
@@ -132,7 +132,7 @@ def solve(indices, domain: list, xs: tuple):
         if best is None:
             break
         _, k, v, c, lin = best
-        rest = _build({t: q for t, q in lin.items() if t is not v})
+        rest = build_linear({t: q for t, q in lin.items() if t is not v})
         numer = xs[k] - rest
         if c < 0:
             numer, c = -numer, -c

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .. import dtypes as dt
 from ..ir import expr as E
-from ..ir.intrinsics import INTRINSICS
+from ..ir import ops
 from ..ir.tensor import ComputeOp, Tensor, new_uid, shape_str, topo_order
 from .adjoint import contribution
 from .exprs import conj, flat_index, mul, simp, subst, to_float
@@ -189,34 +189,15 @@ class _Reverse:
             self.load(n, a, domain, guard)
         elif isinstance(n, E.Cast):
             self.push(n.x, a, domain, guard)  # a float source (int sources have no gradient)
-        elif isinstance(n, E.Unary):
-            if n.op == "neg":
-                self.push(n.x, -a, domain, guard)
-        elif isinstance(n, E.Binary):
-            x, z, op = n.a, n.b, n.op
-            if op == "add":
-                self.push(x, a, domain, guard)
-                self.push(z, a, domain, guard)
-            elif op == "sub":
-                self.push(x, a, domain, guard)
-                self.push(z, -a, domain, guard)
-            elif op == "mul":
-                self.partial(n, x, a, z, domain, guard)
-                self.partial(n, z, a, x, domain, guard)
-            elif op == "div":
-                self.push(x, a / z, domain, guard)
-                self.push(z, -(a * n) / z, domain, guard)
-            elif op == "pow":
-                px, pz = INTRINSICS["pow"].derivative((x, z), n)
-                self.partial(n, x, a, px, domain, guard)
-                self.partial(n, z, a, pz, domain, guard)
-            elif op == "mod":  # a - b * floor(a / b)
-                self.push(x, a, domain, guard)
-                self.partial(n, z, a, -E.call("floor", x / z), domain, guard)
-            # floordiv: piecewise constant; comparisons and logic are bool
-        elif isinstance(n, E.Call):
-            for arg, p in zip(n.args, INTRINSICS[n.fn].derivative(n.args, n)):
-                self.partial(n, arg, a, p, domain, guard)
+        elif isinstance(n, (E.Unary, E.Binary, E.Call)):  # the op table row's derivative
+            row, args = ops.of(n), n.children()
+            if row.vjp is not None:
+                for arg, g in zip(args, row.vjp(args, n, a)):
+                    if g is not None:
+                        self.push(arg, g, domain, guard)
+            elif row.derivative is not None:  # none: piecewise constant (floordiv), or a bool result
+                for arg, p in zip(args, row.derivative(args, n)):
+                    self.partial(n, arg, a, p, domain, guard)
         elif isinstance(n, E.Select):
             self.push(n.a, a, domain, conj(guard, n.cond))
             self.push(n.b, a, domain, conj(guard, ~n.cond))

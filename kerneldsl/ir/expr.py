@@ -52,39 +52,17 @@ class Expr(metaclass=_Interned):
     __hash__ = object.__hash__
 
     def children(self) -> tuple[Expr, ...]:
+        """The operand nodes, in a fixed order (leaves: none)."""
         return ()
 
-    # --- the DSL: operators -------------------------------------------------------
-    def __add__(self, o): return binary("add", self, o)
-    def __radd__(self, o): return binary("add", o, self)
-    def __sub__(self, o): return binary("sub", self, o)
-    def __rsub__(self, o): return binary("sub", o, self)
-    def __mul__(self, o): return binary("mul", self, o)
-    def __rmul__(self, o): return binary("mul", o, self)
-    def __truediv__(self, o): return binary("div", self, o)
-    def __rtruediv__(self, o): return binary("div", o, self)
-    def __floordiv__(self, o): return binary("floordiv", self, o)
-    def __rfloordiv__(self, o): return binary("floordiv", o, self)
-    def __mod__(self, o): return binary("mod", self, o)
-    def __rmod__(self, o): return binary("mod", o, self)
-    def __pow__(self, o): return binary("pow", self, o)
-    def __rpow__(self, o): return binary("pow", o, self)
-    def __lt__(self, o): return binary("lt", self, o)
-    def __le__(self, o): return binary("le", self, o)
-    def __gt__(self, o): return binary("gt", self, o)
-    def __ge__(self, o): return binary("ge", self, o)
-    def __eq__(self, o): return binary("eq", self, o)  # type: ignore[override]
-    def __ne__(self, o): return binary("ne", self, o)  # type: ignore[override]
-    def __and__(self, o): return binary("and", self, o)
-    def __rand__(self, o): return binary("and", o, self)
-    def __or__(self, o): return binary("or", self, o)
-    def __ror__(self, o): return binary("or", o, self)
-    def __xor__(self, o): return binary("xor", self, o)
-    def __rxor__(self, o): return binary("xor", o, self)
-    def __neg__(self): return unary("neg", self)
-    def __pos__(self): return self
-    def __invert__(self): return unary("invert", self)
-    def __abs__(self): return call("abs", self)
+    def rebuild(self, kids: tuple) -> Expr:
+        """This node with its children replaced (same op, fields and dtype)."""
+        return self
+
+    # --- the DSL: operators. `+ - * / // % ** < <= > >= == != & | ^`, unary `-`, `~` and abs()
+    # are installed from the op table (ops.py: each row names the methods that build it).
+    def __pos__(self):
+        return self
 
     def __bool__(self):
         raise TypeError(
@@ -130,6 +108,11 @@ class IndexVar(Expr):
     dtype: str = "int64"
     # the extent is not a child: rewrites must never turn an axis into a different axis
 
+    def rebuild(self, kids):
+        if not kids or kids[0] is self.extent:
+            return self
+        return IndexVar(self.name, kids[0], self.uid, self.reduce)
+
 
 def index_var(name: str, extent, reduce: bool = False) -> IndexVar:
     return IndexVar(name, as_index(extent, f"extent of axis {name}"), next(_uids), reduce)
@@ -151,6 +134,9 @@ class Unary(Expr):
     def children(self):
         return (self.x,)
 
+    def rebuild(self, kids):
+        return Unary(self.op, kids[0], self.dtype)
+
 
 @node
 class Binary(Expr):
@@ -161,6 +147,9 @@ class Binary(Expr):
 
     def children(self):
         return (self.a, self.b)
+
+    def rebuild(self, kids):
+        return Binary(self.op, kids[0], kids[1], self.dtype)
 
     def __bool__(self):
         # so that `a == b` on expressions can still answer structural questions
@@ -180,6 +169,9 @@ class Call(Expr):
     def children(self):
         return self.args
 
+    def rebuild(self, kids):
+        return Call(self.fn, tuple(kids), self.dtype)
+
 
 @node
 class Load(Expr):
@@ -189,6 +181,9 @@ class Load(Expr):
 
     def children(self):
         return self.indices
+
+    def rebuild(self, kids):
+        return Load(self.tensor, tuple(kids), self.dtype)
 
 
 @node
@@ -201,6 +196,9 @@ class Select(Expr):
     def children(self):
         return (self.cond, self.a, self.b)
 
+    def rebuild(self, kids):
+        return Select(kids[0], kids[1], kids[2], self.dtype)
+
 
 @node
 class Cast(Expr):
@@ -209,6 +207,9 @@ class Cast(Expr):
 
     def children(self):
         return (self.x,)
+
+    def rebuild(self, kids):
+        return Cast(kids[0], self.dtype)
 
 
 @node
@@ -223,6 +224,9 @@ class Bound(Expr):
 
     def children(self):
         return (self.index, self.extent)
+
+    def rebuild(self, kids):
+        return Bound(kids[0], kids[1], self.tensor, self.dim)
 
 
 REDUCERS = ("sum", "prod", "max", "min", "argmax", "argmin")
@@ -240,13 +244,11 @@ class Reduce(Expr):
     def children(self):
         return (self.body,) if self.cond is None else (self.body, self.cond)
 
+    def rebuild(self, kids):
+        return Reduce(self.combiner, self.axes, kids[0], kids[1] if len(kids) > 1 else None, self.dtype)
+
 
 # --- smart constructors: conversion of Python scalars and numpy's dtype promotion ---------
-
-ARITH = ("add", "sub", "mul", "div", "floordiv", "mod", "pow")
-COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
-LOGIC = ("and", "or", "xor")
-
 
 def const(value, dtype: str | None = None) -> Const:
     dtype = dt.normalize(dtype) if dtype is not None else dt.scalar_dtype(value)
@@ -303,35 +305,58 @@ def _operands(a, b):
     return a, b, dtype
 
 
+def _promoted(args: tuple):
+    """Operands converted to expressions with numpy's (weak-scalar) promotion: (exprs, dtype)."""
+    if len(args) == 1:
+        x = as_expr(args[0])
+        return (x,), x.dtype
+    if len(args) == 2:
+        a, b, dtype = _operands(*args)
+        return (a, b), dtype
+    args = tuple(a.__kd_expr__() if hasattr(a, "__kd_expr__") else a for a in args)
+    strong = [a.dtype for a in args if isinstance(a, Expr)]
+    if not strong:
+        args = tuple(as_expr(a) for a in args)
+        strong = [a.dtype for a in args]
+    dtype = strong[0]
+    for d in strong[1:]:
+        dtype = dt.promote(dtype, d)
+    for a in args:
+        if not isinstance(a, Expr):
+            dtype = dt.promote_weak(dtype, a)
+    return tuple(a if isinstance(a, Expr) else const(a, dtype) for a in args), dt.normalize(dtype)
+
+
+def _apply(op, args: tuple) -> Expr:
+    """The node of row `op` (ops.py) applied to `args`: promoted, typed by the row, cast."""
+    exprs, dtype = _promoted(args)
+    if dtype in op.becomes:
+        from .ops import REGISTRY
+        op = REGISTRY[op.kind, op.becomes[dtype]]
+    operand, out = op.typing(dtype, exprs)
+    exprs = tuple(cast(e, operand) for e in exprs)
+    if op.kind == "binary":
+        return Binary(op.name, exprs[0], exprs[1], out)
+    if op.kind == "unary":
+        return Unary(op.name, exprs[0], out)
+    return Call(op.name, exprs, out)
+
+
 def binary(op: str, a, b) -> Expr:
-    a, b, dtype = _operands(a, b)
-    if op in ARITH:
-        if dtype == "bool":
-            dtype = "int64"
-        if op == "div" and dtype not in dt.FLOATS:
-            dtype = "float64"
-        a, b = cast(a, dtype), cast(b, dtype)
-        return Binary(op, a, b, dtype)
-    if op in COMPARE:
-        return Binary(op, cast(a, dtype), cast(b, dtype), "bool")
-    if op in LOGIC:
-        if dtype in dt.FLOATS:
-            raise DTypeError(f"'{op}' needs bool or integer operands, got {a} and {b}")
-        return Binary(op, cast(a, dtype), cast(b, dtype), dtype)
-    raise ValueError(f"unknown binary operator {op!r}")
+    """`a op b` with numpy's promotion: `binary("add", x, 1)` is `x + 1`."""
+    from .ops import BINARY
+    row = BINARY.get(op)
+    if row is None:
+        raise ValueError(f"unknown binary operator {op!r}")
+    return _apply(row, (a, b))
 
 
 def unary(op: str, x) -> Expr:
-    x = as_expr(x)
-    if op == "neg":
-        if x.dtype == "bool":
-            raise DTypeError(f"cannot negate the bool expression {x}; use ~ for logical not")
-        return Unary("neg", x, x.dtype)
-    if op == "invert":
-        if x.dtype in dt.FLOATS:
-            raise DTypeError(f"~ needs a bool or integer operand, got {x.dtype} ({x})")
-        return Unary("not" if x.dtype == "bool" else "invert", x, x.dtype)
-    raise ValueError(f"unknown unary operator {op!r}")
+    from .ops import UNARY
+    row = UNARY.get(op)
+    if row is None:
+        raise ValueError(f"unknown unary operator {op!r}")
+    return _apply(row, (x,))
 
 
 def select(cond, a, b) -> Expr:
@@ -343,20 +368,14 @@ def select(cond, a, b) -> Expr:
 
 
 def call(fn: str, *args) -> Expr:
-    from .intrinsics import INTRINSICS
-    rule = INTRINSICS.get(fn)
-    if rule is None:
+    """The intrinsic `fn` applied to `args`: `call("exp", x)` is `kd.exp(x)`."""
+    from .ops import INTRINSICS
+    row = INTRINSICS.get(fn)
+    if row is None:
         raise ValueError(f"unknown intrinsic {fn!r}")
-    if len(args) != rule.nargs:
-        raise TypeError(f"kd.{fn} takes {rule.nargs} argument(s), got {len(args)}")
-    if rule.nargs == 2:
-        a, b, dtype = _operands(*args)
-        exprs = (cast(a, dtype), cast(b, dtype))
-    else:
-        exprs = (as_expr(args[0]),)
-    out = rule.result_dtype(exprs[0].dtype)
-    exprs = tuple(cast(e, out) for e in exprs)
-    return Call(fn, exprs, out)
+    if len(args) != row.arity:
+        raise TypeError(f"kd.{fn} takes {row.arity} argument(s), got {len(args)}")
+    return _apply(row, args)
 
 
 # --- traversal helpers -----------------------------------------------------------------
@@ -385,40 +404,26 @@ def walk(e: Expr):
 
 
 def rebuild(n: Expr, kids: tuple) -> Expr:
-    """The node `n` with its children replaced (same op and dtype)."""
-    if isinstance(n, Unary):
-        return Unary(n.op, kids[0], n.dtype)
-    if isinstance(n, Binary):
-        return Binary(n.op, kids[0], kids[1], n.dtype)
-    if isinstance(n, Call):
-        return Call(n.fn, tuple(kids), n.dtype)
-    if isinstance(n, Load):
-        return Load(n.tensor, tuple(kids), n.dtype)
-    if isinstance(n, Select):
-        return Select(kids[0], kids[1], kids[2], n.dtype)
-    if isinstance(n, Cast):
-        return Cast(kids[0], n.dtype)
-    if isinstance(n, Reduce):
-        return Reduce(n.combiner, n.axes, kids[0], kids[1] if len(kids) > 1 else None, n.dtype)
-    if isinstance(n, IndexVar):
-        return n if kids[0] is n.extent else IndexVar(n.name, kids[0], n.uid, n.reduce)
-    if isinstance(n, Bound):
-        return Bound(kids[0], kids[1], n.tensor, n.dim)
-    if hasattr(n, "rebuild"):  # nodes defined elsewhere (loops.Checked)
-        return n.rebuild(kids)
-    return n
+    """The node `n` with its children replaced (same op and dtype): `n.rebuild(kids)`."""
+    return n.rebuild(kids)
+
+
+def fold(e: Expr, fn):
+    """Bottom-up evaluation: `fn(node, values of its children)` for every distinct node of `e`,
+    children first; returns the value of `e`. The one engine of every bottom-up pass."""
+    memo: dict = {}
+    for n in walk(e):
+        memo[n] = fn(n, tuple(memo[k] for k in n.children()))
+    return memo[e]
 
 
 def transform(e: Expr, fn) -> Expr:
     """Bottom-up rewrite: fn(node_with_new_children) -> replacement or None (keep)."""
-    memo: dict[Expr, Expr] = {}
-    for n in walk(e):
-        kids = n.children()
-        new = tuple(memo[k] for k in kids)
-        m = n if all(a is b for a, b in zip(kids, new)) else rebuild(n, new)
+    def step(n, new):
+        m = n if all(a is b for a, b in zip(n.children(), new)) else n.rebuild(new)
         r = fn(m)
-        memo[n] = m if r is None else r
-    return memo[e]
+        return m if r is None else r
+    return fold(e, step)
 
 
 def substitute(e: Expr, mapping: dict) -> Expr:
@@ -430,22 +435,14 @@ def substitute(e: Expr, mapping: dict) -> Expr:
 
 def free_axes(e: Expr) -> set:
     """IndexVars used in `e` that are not bound by a Reduce inside it."""
-    out: set = set()
-
-    def visit(n, bound):
+    def free(n, kids):
         if isinstance(n, IndexVar):
-            if n not in bound:
-                out.add(n)
-            return
-        if isinstance(n, Reduce):
-            bound = bound | set(n.axes)
-            for a in n.axes:
-                visit(a.extent, bound)
-        for c in n.children():
-            visit(c, bound)
-
-    visit(e, frozenset())
-    return out
+            return frozenset((n,))
+        out = frozenset().union(*kids)
+        if isinstance(n, Reduce):  # binds its axes, in its body and in their extents
+            out = (out | frozenset().union(*(free_axes(a.extent) for a in n.axes))) - frozenset(n.axes)
+        return out
+    return set(fold(e, free))
 
 
 def size_vars(e: Expr) -> set:
@@ -455,3 +452,6 @@ def size_vars(e: Expr) -> set:
 
 def loads(e: Expr) -> list:
     return [n for n in walk(e) if isinstance(n, Load)]
+
+
+from . import ops as _ops  # noqa: F401 - the op table installs the operator methods of Expr

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..shapes import bind_sizes, concrete_shape
 from . import expr as E
-from .intrinsics import INTRINSICS
+from . import ops
 from .loops import Allocate, Assert, Assign, Checked, Declare, For, IfThenElse, Seq, Stmt, Store
 
 
@@ -73,7 +73,6 @@ class Interpreter:
             raise TypeError(f"loop interpreter: unknown statement {type(s).__name__}")
 
     def expr(self, e: E.Expr):
-        from ..reference import _binary
         with np.errstate(all="ignore"):
             if isinstance(e, E.Const):
                 return np.asarray(e.value, dtype=e.dtype)[()]
@@ -82,15 +81,8 @@ class Interpreter:
             if isinstance(e, E.Cast):
                 x = np.asarray(self.expr(e.x))
                 return (x != 0) if e.dtype == "bool" else x.astype(e.dtype)[()]
-            if isinstance(e, E.Unary):
-                x = self.expr(e.x)
-                return {"neg": np.negative, "not": np.logical_not, "invert": np.invert}[e.op](x)
-            if isinstance(e, E.Binary):
-                return np.asarray(_binary(e.op, np.asarray(self.expr(e.a)), np.asarray(self.expr(e.b)),
-                                          e.dtype))[()]
-            if isinstance(e, E.Call):
-                args = [np.asarray(self.expr(a)) for a in e.args]
-                return np.asarray(INTRINSICS[e.fn].numpy(*args)).astype(e.dtype)[()]
+            if isinstance(e, (E.Unary, E.Binary, E.Call)):  # the op table's numpy evaluation
+                return ops.evaluate(ops.of(e), [np.asarray(self.expr(a)) for a in e.children()], e.dtype)[()]
             if isinstance(e, E.Select):
                 return self.expr(e.a) if bool(self.expr(e.cond)) else self.expr(e.b)
             if isinstance(e, Checked):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from . import expr as E
-
-_INFIX = {"add": ("+", 4), "sub": ("-", 4), "mul": ("*", 5), "div": ("/", 5), "floordiv": ("//", 5),
-          "mod": ("%", 5), "pow": ("**", 7), "lt": ("<", 1), "le": ("<=", 1), "gt": (">", 1),
-          "ge": (">=", 1), "eq": ("==", 1), "ne": ("!=", 1), "and": ("&", 3), "or": ("|", 2),
-          "xor": ("^", 2.5)}  # Python's precedences: the printed text parses back to the same tree
+from . import ops
 
 
 def _p(e: E.Expr, names) -> tuple[str, int]:
-    """(text, precedence); atoms have precedence 9."""
+    """(text, precedence); atoms have precedence 9. Operators print as their op table row says:
+    an infix or prefix symbol with Python's precedence (so the text parses back to the same tree),
+    or call syntax."""
+    return E.fold(e, lambda n, kids: _node(n, kids, names))
+
+
+def _node(e: E.Expr, kids: tuple, names) -> tuple[str, int]:
     if isinstance(e, E.Const):
         v = e.value
         if isinstance(v, float):
@@ -21,36 +23,33 @@ def _p(e: E.Expr, names) -> tuple[str, int]:
         return e.name, 9
     if isinstance(e, E.IndexVar):
         return names(e), 9
-    if isinstance(e, E.Binary):
-        sym, prec = _INFIX[e.op]
-        a, pa = _p(e.a, names)
-        b, pb = _p(e.b, names)
-        left_ok = pa > prec or (pa == prec and e.op != "pow" and prec != 1)
-        right_ok = pb > prec or (pb == prec and isinstance(e.b, E.Binary) and e.b.op == e.op
-                                 and e.op in ("add", "mul", "and", "or", "xor"))
-        return f"{a if left_ok else '(' + a + ')'} {sym} {b if right_ok else '(' + b + ')'}", prec
-    if isinstance(e, E.Unary):
-        x, px = _p(e.x, names)
-        sym = {"neg": "-", "not": "~", "invert": "~"}[e.op]
-        return sym + (x if px >= 6 else f"({x})"), 6
-    if isinstance(e, E.Call):
-        return f"{e.fn}({', '.join(_p(a, names)[0] for a in e.args)})", 9
+    row = ops.row(e)
+    if row is not None:
+        if row.symbol is None:
+            return f"{row.name}({', '.join(t for t, _ in kids)})", 9
+        if row.arity == 1:
+            x, px = kids[0]
+            return row.symbol + (x if px >= row.prec else f"({x})"), row.prec
+        (a, pa), (b, pb) = kids
+        prec = row.prec
+        left_ok = pa > prec or (pa == prec and row.assoc == "left")
+        right_ok = pb > prec or (pb == prec and row.associative and isinstance(e.b, E.Binary)
+                                 and e.b.op == e.op)
+        return f"{a if left_ok else '(' + a + ')'} {row.symbol} {b if right_ok else '(' + b + ')'}", prec
     if isinstance(e, E.Load):
         name = getattr(e.tensor, "name", "?")
-        return f"{name}[{', '.join(_p(i, names)[0] for i in e.indices)}]", 9
+        return f"{name}[{', '.join(t for t, _ in kids)}]", 9
     if isinstance(e, E.Select):
-        return "where(" + ", ".join(_p(x, names)[0] for x in (e.cond, e.a, e.b)) + ")", 9
+        return "where(" + ", ".join(t for t, _ in kids) + ")", 9
     if isinstance(e, E.Cast):
-        return f"{e.dtype}({_p(e.x, names)[0]})", 9
+        return f"{e.dtype}({kids[0][0]})", 9
     if isinstance(e, E.Reduce):
         axes = ", ".join(names(a) for a in e.axes)
         axes = axes if len(e.axes) == 1 else f"[{axes}]"
-        where = "" if e.cond is None else f", where={_p(e.cond, names)[0]}"
-        return f"{e.combiner}({axes}, {_p(e.body, names)[0]}{where})", 9
-    if isinstance(e, E.Bound):  # a range-checked index left by fusion
-        return _p(e.index, names)
-    if type(e).__name__ == "Checked":  # loop IR: a run-time range-checked index
-        return _p(e.index, names)
+        where = "" if e.cond is None else f", where={kids[1][0]}"
+        return f"{e.combiner}({axes}, {kids[0][0]}{where})", 9
+    if isinstance(e, E.Bound) or type(e).__name__ == "Checked":
+        return kids[0]  # a range-checked index (fusion's, or the loop IR's run-time check): its index
     return f"<{type(e).__name__}>", 9
 
 
@@ -62,6 +61,13 @@ def expr_str(e: E.Expr, names=_default_names) -> str:
     return _p(e, names)[0]
 
 
+def tensor_line(n) -> str:
+    """`C[i, j] = sum(r, A[i, r] * B[r, j])`, with the dtype unless float32."""
+    idx = ", ".join(a.name for a in n.axes)
+    lhs = f"{n.name}[{idx}]" if n.axes else f"{n.name}[]"
+    return f"{lhs} = {expr_str(n.body)}" + ("" if n.dtype == "float32" else f"  # {n.dtype}")
+
+
 def tensor_str(t) -> str:
     """One line per compute op of the graph producing `t`, inputs first."""
     from .tensor import ComputeOp, Placeholder, shape_str, topo_order
@@ -70,7 +76,5 @@ def tensor_str(t) -> str:
         if isinstance(n, Placeholder) and n is t:
             lines.append(f"{n.name} = placeholder({shape_str(n.shape)}, {n.dtype})")
         elif isinstance(n, ComputeOp):
-            idx = ", ".join(a.name for a in n.axes)
-            lhs = f"{n.name}[{idx}]" if n.axes else f"{n.name}[]"
-            lines.append(f"{lhs} = {expr_str(n.body)}" + ("" if n.dtype == "float32" else f"  # {n.dtype}"))
+            lines.append(tensor_line(n))
     return "\n".join(lines)

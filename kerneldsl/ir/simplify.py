@@ -1,11 +1,19 @@
 """Simplifier: constant folding, identities exact in floating point, index normalisation.
 
-Index arithmetic (int64) is put in a canonical linear form `c0 + c1*t1 + ...`
-with the terms in a fixed order, so that `2*i + k - i` and `k + i` become the
-same node. Two rules for floor division and modulo by a positive constant c
-(exact under numpy's floor semantics): `(c*a + b) // c -> a + b // c` and
-`(c*a + b) % c -> b % c`. Float rules are only those that hold bit for bit:
-`x*1`, `x/1`, `x-0`, `-(-x)`, `x**2 -> x*x`; never `x*0` (NaN) nor `x+0` (-0.0).
+Three rule sets on the rewrite engine (rewrite.py), applied in this order at each node:
+
+- FOLD: an operator, intrinsic or cast of constants is evaluated with the op table's numpy
+  rule, exactly as the kernels compute it (integer // and % by zero give 0, int32 wraps).
+- IDENTITIES: only those that hold bit for bit in floating point: `x*1`, `x/1`, `x-0`,
+  `-(-x)`, `x**2 -> x*x`; never `x*0` (NaN) nor `x+0` (-0.0), which hold for integers only.
+- INDEX: index arithmetic (int64) is put in a canonical linear form `c0 + c1*t1 + ...` with
+  the terms in a fixed order, so that `2*i + k - i` and `k + i` become the same node; floor
+  division and modulo by a positive constant c (exact under numpy's floor semantics):
+  `(c*a + b) // c -> a + b // c` and `(c*a + b) % c -> b % c`; and a comparison of two
+  index expressions that differ by a constant is decided.
+
+`linear(e)` / `build_linear(lin)` (the linear form and back) serve autodiff's index solving
+and bounds inference too.
 """
 
 from __future__ import annotations
@@ -13,96 +21,117 @@ from __future__ import annotations
 import numpy as np
 
 from . import expr as E
+from . import ops
+from .rewrite import Pat, Rule, RuleSet, rewrite
+
+_INTS = ("int32", "int64")
+_FLOATS = ("float32", "float64")
 
 
-def _fold(n: E.Expr):
-    from ..reference import _binary  # the same numpy semantics the kernels follow
-    from .intrinsics import INTRINSICS
+# --- FOLD: constants -----------------------------------------------------------------------
+
+def _fold_op(n: E.Expr) -> E.Expr:
     with np.errstate(all="ignore"):
-        if isinstance(n, E.Binary) and isinstance(n.a, E.Const) and isinstance(n.b, E.Const):
-            if n.a.dtype in ("int32", "int64") and n.op in ("floordiv", "mod") and n.b.value == 0:
-                return E.Const(0, n.dtype)
-            v = _binary(n.op, np.array(n.a.value, n.a.dtype), np.array(n.b.value, n.b.dtype), n.dtype)
-            return E.const(np.asarray(v).item(), n.dtype)
-        if isinstance(n, E.Unary) and isinstance(n.x, E.Const):
-            v = {"neg": np.negative, "not": np.logical_not, "invert": np.invert}[n.op](
-                np.array(n.x.value, n.x.dtype))
-            return E.const(np.asarray(v).astype(n.dtype).item(), n.dtype)
-        if isinstance(n, E.Call) and all(isinstance(a, E.Const) for a in n.args):
-            v = INTRINSICS[n.fn].numpy(*[np.array(a.value, a.dtype) for a in n.args])
-            return E.const(np.asarray(v).astype(n.dtype).item(), n.dtype)
-        if isinstance(n, E.Cast) and isinstance(n.x, E.Const):
-            return E.const(np.array(n.x.value, n.x.dtype).astype(n.dtype).item(), n.dtype)
-    return None
+        v = ops.evaluate(ops.of(n), [np.array(a.value, a.dtype) for a in n.children()], n.dtype)
+        return E.const(v.item(), n.dtype)
 
 
-def _is(c, value) -> bool:
-    return isinstance(c, E.Const) and c.value == value and not isinstance(c.value, bool)
+def _fold_cast(n: E.Cast) -> E.Expr:
+    with np.errstate(all="ignore"):
+        return E.const(np.array(n.x.value, n.x.dtype).astype(n.dtype).item(), n.dtype)
 
 
-def _identities(n: E.Expr):
-    if isinstance(n, E.Binary):
-        a, b, op = n.a, n.b, n.op
-        integer = n.dtype in ("int32", "int64")
-        if op == "mul" and _is(b, 1):
-            return a
-        if op == "mul" and _is(a, 1):
-            return b
-        if op in ("div", "floordiv") and _is(b, 1) and (op == "div" or integer):
-            return a
-        if op == "sub" and _is(b, 0):
-            return a
-        if op == "pow" and n.dtype in ("float32", "float64") and _is(b, 2):
-            return E.Binary("mul", a, a, n.dtype)  # x**2 is x*x rounded once: exact, and no pow call
-        if integer:
-            if op == "add" and _is(b, 0):
-                return a
-            if op == "add" and _is(a, 0):
-                return b
-            if op == "mul" and (_is(a, 0) or _is(b, 0)):
-                return E.Const(0, n.dtype)
-            if op == "sub" and a is b:
-                return E.Const(0, n.dtype)
-        if op == "and" and n.dtype == "bool":
-            if isinstance(a, E.Const):
-                return b if a.value else a
-            if isinstance(b, E.Const):
-                return a if b.value else b
-        if op == "or" and n.dtype == "bool":
-            if isinstance(a, E.Const):
-                return a if a.value else b
-            if isinstance(b, E.Const):
-                return b if b.value else a
-    if isinstance(n, E.Unary) and n.op in ("neg", "not", "invert") and isinstance(n.x, E.Unary) \
-            and n.x.op == n.op:
-        return n.x.x
-    if isinstance(n, E.Select):
-        if isinstance(n.cond, E.Const):
-            return n.a if n.cond.value else n.b
-        if n.a is n.b:
-            return n.a
-    return None
+def _all_const(n: E.Expr) -> bool:
+    return all(type(a) is E.Const for a in n.children())
 
 
-# --- linear forms of int64 index arithmetic ------------------------------------------
+FOLD = RuleSet("fold", [
+    Rule("fold_binary", Pat.binary(None, Pat.const(), Pat.const(), name="n"), _fold_op),
+    Rule("fold_unary", Pat.unary(None, Pat.const(), name="n"), _fold_op),
+    Rule("fold_call", Pat.call(name="n"), _fold_op, guard=_all_const),
+    Rule("fold_cast", Pat.cast(Pat.const(), name="n"), _fold_cast),
+])
 
-def _linear(e: E.Expr):
-    """{term: coef} with key None for the constant, or None if `e` is not int64."""
+
+# --- IDENTITIES ----------------------------------------------------------------------------
+
+def _x(x, **_):
+    return x
+
+
+def _zero(n, **_):
+    return E.Const(0, n.dtype)
+
+
+def _and_const(a, b, **_):
+    if isinstance(a, E.Const):
+        return b if a.value else a
+    return a if b.value else b
+
+
+def _or_const(a, b, **_):
+    if isinstance(a, E.Const):
+        return a if a.value else b
+    return b if b.value else a
+
+
+def _either_const(a, b, **_) -> bool:
+    return isinstance(a, E.Const) or isinstance(b, E.Const)
+
+
+def _select_const(c, a, b):
+    return a if c.value else b
+
+
+x, y = Pat.var("x"), Pat.var("y")
+
+IDENTITIES = RuleSet("identities", [
+    Rule("mul_one", Pat.binary("mul", x, Pat.const(1), commutative=True), _x),
+    Rule("div_one", Pat.binary("div", x, Pat.const(1)), _x),
+    Rule("floordiv_one", Pat.binary("floordiv", x, Pat.const(1), dtype=_INTS), _x),
+    Rule("sub_zero", Pat.binary("sub", x, Pat.const(0)), _x),
+    # x**2 is x*x rounded once: exact, and no pow call
+    Rule("square", Pat.binary("pow", x, Pat.const(2), dtype=_FLOATS, name="n"),
+         lambda x, n: E.Binary("mul", x, x, n.dtype)),
+    Rule("add_zero", Pat.binary("add", x, Pat.const(0), dtype=_INTS, commutative=True), _x),
+    Rule("mul_zero", Pat.binary("mul", Pat.any(), Pat.const(0), dtype=_INTS, commutative=True, name="n"),
+         _zero),
+    Rule("sub_self", Pat.binary("sub", x, x, dtype=_INTS, name="n"), _zero),
+    Rule("and_const", Pat.binary("and", Pat.var("a"), Pat.var("b"), dtype="bool"), _and_const,
+         guard=_either_const),
+    Rule("or_const", Pat.binary("or", Pat.var("a"), Pat.var("b"), dtype="bool"), _or_const,
+         guard=_either_const),
+    Rule("double_negation", Pat.unary("neg", Pat.unary("neg", x)), _x),
+    Rule("double_not", Pat.unary("not", Pat.unary("not", x)), _x),
+    Rule("double_invert", Pat.unary("invert", Pat.unary("invert", x)), _x),
+    Rule("select_const", Pat.select(Pat.const(name="c"), Pat.var("a"), Pat.var("b")), _select_const),
+    Rule("select_same", Pat.select(Pat.any(), x, x), _x),
+])
+del x, y
+
+
+# --- INDEX: linear forms of int64 index arithmetic -------------------------------------------
+
+def linear(e: E.Expr) -> dict | None:
+    """{term: coef} with key None for the constant, or None if `e` is not int64.
+
+    `2*i + k - i` -> {i: 1, k: 1}; `3*(n - 1)` -> {n: 3, None: -3}; any other node is a term.
+    """
     if e.dtype != "int64":
         return None
     if isinstance(e, E.Const):
         return {None: e.value}
     if isinstance(e, E.Binary) and e.op in ("add", "sub"):
-        la, lb = _linear(e.a), _linear(e.b)
+        la, lb = linear(e.a), linear(e.b)
         s = 1 if e.op == "add" else -1
         out = dict(la)
         for t, c in lb.items():
             out[t] = out.get(t, 0) + s * c
         return out
     if isinstance(e, E.Unary) and e.op == "neg":
-        return {t: -c for t, c in _linear(e.x).items()}
+        return {t: -c for t, c in linear(e.x).items()}
     if isinstance(e, E.Binary) and e.op == "mul":
-        la, lb = _linear(e.a), _linear(e.b)
+        la, lb = linear(e.a), linear(e.b)
         if set(lb) == {None}:
             return {t: c * lb[None] for t, c in la.items()}
         if set(la) == {None}:
@@ -128,7 +157,8 @@ def _wrap(v: int) -> int:
 _INT64_MIN = -(1 << 63)
 
 
-def _build(lin: dict) -> E.Expr:
+def build_linear(lin: dict) -> E.Expr:
+    """The canonical int64 expression of a linear form: terms in a fixed order, the constant last."""
     lin = {t: _wrap(c) for t, c in lin.items()}  # every constant built below fits in int64
     terms = sorted(((t, c) for t, c in lin.items() if t is not None and c != 0), key=lambda tc: _order(tc[0]))
     out = None
@@ -152,55 +182,56 @@ def _build(lin: dict) -> E.Expr:
     return out
 
 
-def _divmod_rule(n: E.Expr):
-    if not (isinstance(n, E.Binary) and n.op in ("floordiv", "mod") and n.dtype == "int64"
-            and isinstance(n.b, E.Const) and n.b.value > 0):
-        return None
-    c = n.b.value
-    lin = _linear(n.a)
+def _divmod(n: E.Binary, a: E.Expr, c: E.Const):
+    """`(c*a + b) // c -> a + b // c`, `(c*a + b) % c -> b % c` (c > 0)."""
+    c = c.value
+    lin = linear(a)
     whole = {t: v // c for t, v in lin.items() if v % c == 0}
     if not whole or len(whole) == len(lin) and n.op == "floordiv" and c != 1:
         if len(whole) == len(lin):  # everything divisible
-            return _build(whole) if n.op == "floordiv" else E.Const(0, "int64")
+            return build_linear(whole) if n.op == "floordiv" else E.Const(0, "int64")
         return None
     rest = {t: v for t, v in lin.items() if v % c != 0}
-    rest_e = E.Binary(n.op, _build(rest), n.b, "int64")
+    rest_e = E.Binary(n.op, build_linear(rest), n.b, "int64")
     if n.op == "mod":
         return rest_e
-    return E.Binary("add", _build(whole), rest_e, "int64")
+    return E.Binary("add", build_linear(whole), rest_e, "int64")
 
 
-def _rule(n: E.Expr):
-    r = _fold(n)
-    if r is not None:
-        return r
-    r = _identities(n)
-    if r is not None:
-        return r
-    r = _divmod_rule(n)
-    if r is not None:
-        return r
-    if isinstance(n, E.Binary) and n.op in ("lt", "le", "gt", "ge", "eq", "ne") and n.a.dtype == "int64":
-        la, lb = _linear(n.a), _linear(n.b)
-        diff = dict(la)
-        for t, c in lb.items():
-            diff[t] = diff.get(t, 0) - c
-        if all(c == 0 for t, c in diff.items() if t is not None):  # a - b is a constant
-            d = diff.get(None, 0)
-            v = {"lt": d < 0, "le": d <= 0, "gt": d > 0, "ge": d >= 0, "eq": d == 0, "ne": d != 0}[n.op]
-            return E.Const(v, "bool")
-    if n.dtype == "int64" and isinstance(n, (E.Binary, E.Unary)) and n.op in ("add", "sub", "mul", "neg"):
-        b = _build(_linear(n))
-        if b is not n:
-            return b
+_DECIDE = {"lt": lambda d: d < 0, "le": lambda d: d <= 0, "gt": lambda d: d > 0, "ge": lambda d: d >= 0,
+           "eq": lambda d: d == 0, "ne": lambda d: d != 0}
+
+
+def _compare(n: E.Binary, a: E.Expr, b: E.Expr):
+    """A comparison of index expressions whose difference is a constant d: decided by d vs 0."""
+    la, lb = linear(a), linear(b)
+    diff = dict(la)
+    for t, c in lb.items():
+        diff[t] = diff.get(t, 0) - c
+    if all(c == 0 for t, c in diff.items() if t is not None):  # a - b is a constant
+        return E.Const(_DECIDE[n.op](diff.get(None, 0)), "bool")
     return None
 
 
+def _normalise(n: E.Expr):
+    return build_linear(linear(n))
+
+
+INDEX = RuleSet("index", [
+    Rule("divmod_const",
+         Pat.binary(("floordiv", "mod"), Pat.var("a"), Pat.const(name="c"), dtype="int64", name="n"),
+         _divmod, guard=lambda n, a, c: c.value > 0),
+    Rule("compare_linear", Pat.binary(tuple(_DECIDE), Pat.var("a", dtype="int64"), Pat.var("b"), name="n"),
+         _compare),
+    Rule("linear",
+         Pat.binary(("add", "sub", "mul"), dtype="int64", name="n")
+         | Pat.unary("neg", dtype="int64", name="n"),
+         _normalise),
+])
+
+SIMPLIFY = (FOLD, IDENTITIES, INDEX)
+
+
 def simplify(e: E.Expr) -> E.Expr:
-    """Rewrite to a fixed point (bounded: each pass must change something to go on)."""
-    for _ in range(8):
-        new = E.transform(e, _rule)
-        if new is e:
-            return e
-        e = new
-    return e
+    """`e` rewritten by FOLD, IDENTITIES and INDEX to a fixed point (at most 8 passes)."""
+    return rewrite(e, SIMPLIFY, max_passes=8)[0]

@@ -82,6 +82,10 @@ class ComputeOp(Tensor):
     body: E.Expr = None  # type: ignore[assignment]
     uid: int = 0
 
+    def with_body(self, body: E.Expr) -> ComputeOp:
+        """The same op (name, shape, axes, uid) computing `body`."""
+        return ComputeOp(self.name, self.shape, self.dtype, self.axes, body, self.uid)
+
     def inputs(self) -> tuple[Tensor, ...]:
         seen: dict = {}
         for ld in E.loads(self.body):
@@ -103,3 +107,24 @@ def new_uid() -> int:
 def topo_order(outputs) -> list[Tensor]:
     """Every tensor the outputs depend on, producers first; each exactly once."""
     return E.postorder(outputs, lambda t: t.inputs())
+
+
+def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, dict]:
+    """The graph of `outputs` rebuilt producers first: `replaced` (old -> new tensor) is applied,
+    every compute op reads the new versions of its inputs, and `fn(op, body)` (that body, with
+    its loads relinked) may return a new body. Ops whose body does not change are kept as they
+    are. Returns (new outputs in order, {old tensor: new tensor})."""
+    new: dict = dict(replaced or {})
+    for t in topo_order(outputs):
+        if not isinstance(t, ComputeOp) or t in new:
+            continue
+
+        def relink(n):
+            if isinstance(n, E.Load) and n.tensor in new and new[n.tensor] is not n.tensor:
+                return E.Load(new[n.tensor], n.indices, n.dtype)
+            return None
+        body = E.transform(t.body, relink) if new else t.body
+        if fn is not None:
+            body = fn(t, body)
+        new[t] = t if body is t.body else t.with_body(body)
+    return tuple(new.get(t, t) for t in outputs), new
