@@ -3,7 +3,7 @@ PYTHON ?= python3
 STAMP := .make
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-gpu demo bench clean
+.PHONY: install test test-gpu demo bench clean fuzz
 
 $(STAMP)/dev: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -17,11 +17,17 @@ install: $(STAMP)/dev
 
 test: $(STAMP)/dev
 	@command -v nvcc >/dev/null || echo "note: nvcc not found; CUDA tests will be skipped"
+	$(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command as lint; sys.argv = ['lint-imports']; lint()"
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q
 
 # the whole suite, with every CUDA test also run on the real GPU (needs nvcc, a GPU, CuPy or PyCUDA)
 test-gpu: $(STAMP)/dev
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q --gpu -rs
+
+# differential fuzzing soak: make fuzz FUZZ_SECONDS=600 (or FUZZ_GRAPHS=10000); FUZZ_ARGS="--profile nested"
+fuzz: $(STAMP)/dev
+	$(PYTHON) tests/fuzz_graphs.py $(if $(FUZZ_GRAPHS),--graphs $(FUZZ_GRAPHS),--seconds $(or $(FUZZ_SECONDS),600)) \
+		$(if $(FUZZ_JOBS),-j $(FUZZ_JOBS)) $(if $(FUZZ_OUT),--out $(FUZZ_OUT)) $(FUZZ_ARGS)
 
 demo: $(STAMP)/dev
 	$(PYTHON) tutorials/01_first_kernel.py

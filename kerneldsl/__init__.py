@@ -12,6 +12,10 @@
 __version__ = "0.1.0"
 
 from .api import build
+from .schedule.config import Config
+from .schedule.templates import knobs
+from .settings import settings
+from .target import Target
 from .autodiff import check_grad, grad
 from .errors import CompileError, DTypeError, ScheduleError, ShapeError
 from .ir.expr import Expr
@@ -55,6 +59,10 @@ from .schedule.schedule import LoopRef, Schedule, Trace, schedule
 
 __all__ = [
                    "CompileError",
+                   "Config",
+                   "Target",
+                   "knobs",
+                   "settings",
                    "ComputeOp",
                    "DTypeError",
                    "Expr",

@@ -113,6 +113,23 @@ def matmul(dtype="float32", ta=False, tb=False):
     return A, B, C
 
 
+def loop_schedule(outputs, *args, **kwargs):
+    """kd.schedule with every kernel running its loop nest (template `loops`), even contractions
+    (whose default is the GEMM template): for tests of the loop primitives."""
+    s = kd.schedule(outputs, *args, **kwargs)
+    for k in s.module.kernels:
+        if k.template != "loops":
+            s.template(k.name, "loops")
+    return s
+
+
+def cuda_source(inputs, outputs, target="cuda"):
+    """The CUDA source (text and launches) kd.build would compile for `outputs` on `target`."""
+    from kerneldsl.codegen.cuda import render
+    s = kd.schedule(outputs, inputs, target=target)
+    return render(s.module, s.target, "test")
+
+
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """A brand-new, empty kernel cache (disk and memory) for tests that change compiler settings."""

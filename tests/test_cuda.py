@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_same, cuda_targets, gpu_ready, rng
+from conftest import assert_same, cuda_source, cuda_targets, gpu_ready, rng
 
 import kerneldsl as kd
 
@@ -195,9 +195,8 @@ def test_gradients(target):
 
 @pytest.mark.parametrize("target", cuda_targets())
 def test_knobs_change_the_launch_not_the_result(target, zoo):
-    from kerneldsl.codegen import cuda as C
     inputs, outputs, _ = zoo
-    with C.knobs(threads_per_block=64, row_threads=96, max_blocks=3):
+    with kd.knobs(threads_per_block=64, row_threads=96, max_blocks=3):
         f = kd.build(inputs, outputs, target=target)
     assert {L.threads for L in f.launches if L.schedule != "gemm"} <= {64, 96}
     for which in ("softmax", "matmul", "conv2d", "total"):
@@ -205,27 +204,28 @@ def test_knobs_change_the_launch_not_the_result(target, zoo):
 
 
 def test_knobs_are_validated():
-    from kerneldsl.codegen.cuda import knobs, resolve_knobs
+    from kerneldsl.schedule.templates import template
+    t = kd.Target.detect("cuda-emu")
+    rows, grid = template("row_reduce", t), template("grid_stride", t)
     with pytest.raises(ValueError, match="multiple of the warp size"):
-        resolve_knobs({"threads_per_block": 100})
-    with pytest.raises(ValueError, match="unknown CUDA knob"), knobs(tpb=128):
+        grid.resolve({"threads_per_block": 100}, t, "float32")
+    with pytest.raises(ValueError, match="unknown knob"), kd.knobs(tpb=128):
         pass
-    with knobs(row_threads=64), knobs(threads_per_block=128):  # blocks nest
-        assert resolve_knobs()["row_threads"] == 64 and resolve_knobs()["threads_per_block"] == 128
-    assert resolve_knobs()["row_threads"] == 256
+    with pytest.raises(ValueError, match=r"in \[32, 1024\]"), kd.knobs(row_threads=4096):
+        pass
+    with kd.knobs(row_threads=64), kd.knobs(threads_per_block=128):  # blocks nest
+        assert rows.defaults(t, "float32")["row_threads"] == 64
+        assert grid.defaults(t, "float32")["threads_per_block"] == 128
+    assert rows.defaults(t, "float32")["row_threads"] == 256
 
 
 # --- nvcc ------------------------------------------------------------------------------------
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_nvcc_compiles_every_kernel_without_warnings(zoo, arch):
-    from kerneldsl.codegen.cuda import render
-    from kerneldsl.ir.lower import lower
     from kerneldsl.runtime.cuda import compile_cubin
     inputs, outputs, _ = zoo
-    from kerneldsl.schedule.fuse import fuse
-    graph = fuse(outputs, True)
-    src = render(lower(inputs, list(graph.outputs), graph.fused))
+    src = cuda_source(inputs, outputs)
     cubin = compile_cubin(src.text, arch=arch)  # -Werror all-warnings: a warning fails the build
     assert "warning" not in cubin.report.lower()
     assert set(cubin.resources) == {L.variant(bits) for L in src.launches for bits in (32, 64)}

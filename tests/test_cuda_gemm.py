@@ -5,14 +5,14 @@ pure-Python side of GPU arrays in `target="cuda"` callables (runtime/device_arra
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_same, cuda_targets, rng
+from conftest import assert_same, cuda_source, cuda_targets, rng
 
 import kerneldsl as kd
-from kerneldsl.codegen import cuda as C
 
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not installed")
@@ -21,11 +21,14 @@ SMALL = {"gemm_bm": 16, "gemm_bn": 16, "gemm_bk": 4, "gemm_tm": 2, "gemm_tn": 2}
 
 
 @pytest.fixture
-def knobs(monkeypatch):
+def knobs():
+    """Set knob defaults until the end of the test (kd.knobs blocks, entered in turn)."""
+    stack = contextlib.ExitStack()
+
     def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setitem(C.KNOBS, k, v)
-    return set_
+        stack.enter_context(kd.knobs(**values))
+    yield set_
+    stack.close()
 
 
 def _dense(dtype, transposed=False):
@@ -112,23 +115,22 @@ def test_gemm_knob_off_keeps_the_grid_stride_loop(target, knobs):
     ({"gemm_stages": 3}, r"gemm_stages must be an integer in \[1, 2\]"),
 ])
 def test_gemm_knobs_are_validated(bad, message):
+    from kerneldsl.schedule.templates import template
+    t = kd.Target.detect("cuda-emu")
     with pytest.raises(ValueError, match=message):
-        C.resolve_knobs(bad)
+        template("gemm", t).resolve(bad, t, "float32")
 
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_nvcc_compiles_gemm_without_warnings_or_spills(arch):
-    from kerneldsl.ir.lower import lower
     from kerneldsl.runtime.cuda import compile_cubin
-    from kerneldsl.schedule.fuse import fuse
     ins, outs = [], []
     for dt in ("float32", "float64"):
         inputs, Y = _dense(dt)
         ins += inputs
         outs.append(kd.compute(Y.shape, lambda i, j, Y=Y: Y[i, j] * 1, name=f"out{dt[-2:]}"))
-    g = fuse(outs, True)
-    src = C.render(lower(ins, list(g.outputs), g.fused))
+    src = cuda_source(ins, outs)
     cubin = compile_cubin(src.text, arch=arch)  # -Werror all-warnings
     gemms = [L for L in src.launches if L.schedule == "gemm"]
     assert len(gemms) == 2, [L.schedule for L in src.launches]
@@ -305,12 +307,12 @@ def test_kernel_report_shows_resources_and_warns():
 
 def test_arch_is_the_gpus_else_the_environment_else_sm_90(monkeypatch):
     from kerneldsl.runtime import cuda as CU
-    monkeypatch.setattr(CU, "_device_capability", lambda: None)
+    monkeypatch.setattr(CU, "device_capability", lambda: None)
     monkeypatch.delenv("KERNELDSL_CUDA_ARCH", raising=False)
     assert CU.default_arch() == "sm_90"
     monkeypatch.setenv("KERNELDSL_CUDA_ARCH", "80")
     assert CU.default_arch() == "sm_80"
-    monkeypatch.setattr(CU, "_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(CU, "device_capability", lambda: (9, 0))
     assert CU.default_arch() == "sm_90"  # a cubin for another major architecture would not load
 
 

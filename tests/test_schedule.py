@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import matmul
+from conftest import loop_schedule, matmul
 
 import kerneldsl as kd
 from kerneldsl.ir.loop_interp import run_module
@@ -27,7 +27,7 @@ def check_same(s, A, B, C, shapes=((7, 5), (5, 11))):
 @pytest.mark.parametrize("factor", [1, 2, 3, 4, 16])
 def test_split_keeps_result_for_dividing_and_non_dividing_factors(factor):
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     s.split(i, factor)
     s.split(j, factor)
@@ -38,7 +38,7 @@ def test_split_keeps_result_for_dividing_and_non_dividing_factors(factor):
 
 def test_tile_reorder_fuse_unroll_vectorize_parallel_keep_result():
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     io, jo, ii, ji = s.tile(i, j, 4, 3)
     ij = s.fuse(io, jo)
@@ -53,7 +53,7 @@ def test_tile_reorder_fuse_unroll_vectorize_parallel_keep_result():
 
 def test_reorder_moves_reduction_loop_inside_guards():
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     s.serial(i)
     s.reorder(j, i)
@@ -63,13 +63,16 @@ def test_reorder_moves_reduction_loop_inside_guards():
 
 def test_trace_round_trips_through_json():
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     io, ii = s.split(i, 8)
     s.vectorize(s.loops(C)[-1])
     text = s.trace.to_json()
-    assert json.loads(text)[0] == {"primitive": "split", "kernel": "C", "loop": "i", "factor": 8}
-    again = kd.schedule(C, trace=kd.Trace.from_json(text))
+    steps = json.loads(text)
+    assert steps[0] == {"primitive": "template", "kernel": "C", "template": "loops",
+                        "knobs": {"parallel_min_work": 32768}}  # the kernel runs its loop nest
+    assert {"primitive": "split", "kernel": "C", "loop": "i", "factor": 8} in steps
+    again = loop_schedule(C, trace=kd.Trace.from_json(text))
     assert str(again) == str(s)
     f1 = kd.build([A, B], [C], schedule=s)
     f2 = kd.build([A, B], [C], schedule=again)
@@ -78,7 +81,7 @@ def test_trace_round_trips_through_json():
 
 def test_schedule_replays_on_another_input_order():
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     s.split(s.loops(C)[1], 4)
     f = kd.build([B, A], [C], schedule=s)
     a, b = inputs()
@@ -91,7 +94,7 @@ def test_compute_inline_removes_the_intermediate_kernel():
     t = kd.compute((n,), lambda i: x[i] * 2, name="t")
     y = kd.compute((n,), lambda i: t[i] + 1, name="y")
     z = kd.compute((n,), lambda i: t[i] - 1, name="z")
-    s = kd.schedule([y, z])
+    s = loop_schedule([y, z])
     assert len(s.module.kernels) == 3  # t has two consumers: by default it is stored once
     s.compute_inline(t)
     assert len(s.module.kernels) == 2
@@ -113,24 +116,27 @@ def test_compute_inline_removes_the_intermediate_kernel():
 ])
 def test_illegal_primitives_raise_schedule_error(action, message):
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     with pytest.raises(kd.ScheduleError, match=message):
         action(s, *s.loops(C))
 
 
 def test_gpu_binding_is_refused_for_the_c_target():
     A, B, C = matmul()
-    s = kd.schedule(C)
-    s.bind(s.loops(C)[0], "blockIdx.x")
-    with pytest.raises(kd.ScheduleError, match="GPU axis"):
-        kd.build([A, B], [C], schedule=s)
+    s = loop_schedule(C)
+    with pytest.raises(kd.ScheduleError, match="GPU axis.*target c"):
+        s.bind(s.loops(C)[0], "blockIdx.x")
+    gpu = loop_schedule(C, target="cuda-emu")
+    gpu.bind(gpu.loops(C)[0], "blockIdx.x")
+    with pytest.raises(ValueError, match="for target cuda-emu, not c"):
+        kd.build([A, B], [C], schedule=gpu, target="c")
 
 
 def test_schedule_for_other_outputs_is_rejected():
     A, B, C = matmul()
     D = kd.compute(C.shape, lambda i, j: C[i, j] * 2, name="D")
     with pytest.raises(ValueError, match="other outputs"):
-        kd.build([A, B], [D], schedule=kd.schedule(C))
+        kd.build([A, B], [D], schedule=loop_schedule(C))
 
 
 def test_decompose_reduction_then_reorder_keeps_result_with_epilogue():
@@ -139,7 +145,7 @@ def test_decompose_reduction_then_reorder_keeps_result_with_epilogue():
     B = kd.placeholder((k, m), name="B")
     r = kd.reduce_axis(k, name="r")
     C = kd.compute((n, m), lambda i, j: kd.tanh(kd.sum(A[i, r] * B[r, j], axis=r)), name="C")
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, _ = s.loops(C)
     s.decompose_reduction(j)
     i, j_init, j, r_, j_epi = s.loops(C)
@@ -151,7 +157,7 @@ def test_decompose_reduction_then_reorder_keeps_result_with_epilogue():
     expect = np.tanh(a @ b)
     np.testing.assert_allclose(run_module(s.module, [a, b])[0], expect, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(kd.build([A, B], [C], schedule=s)(a, b), expect, rtol=1e-5, atol=1e-6)
-    again = kd.schedule(C, trace=kd.Trace.from_json(s.trace.to_json()))
+    again = loop_schedule(C, trace=kd.Trace.from_json(s.trace.to_json()))
     assert str(again) == text
 
 
@@ -160,6 +166,6 @@ def test_decompose_reduction_refuses_max():
     x = kd.placeholder((n, n), name="x")
     r = kd.reduce_axis(n, name="r")
     y = kd.compute((n,), lambda i: kd.max(x[i, r], axis=r), name="y")
-    s = kd.schedule(y)
+    s = loop_schedule(y)
     with pytest.raises(kd.ScheduleError, match="not a plain sum"):
         s.decompose_reduction(s.loops(y)[0])

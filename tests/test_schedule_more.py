@@ -4,7 +4,7 @@ what it does not support with a ScheduleError naming the loop."""
 
 import numpy as np
 import pytest
-from conftest import matmul
+from conftest import loop_schedule, matmul
 
 import kerneldsl as kd
 from kerneldsl.ir.loop_interp import run_module
@@ -21,7 +21,7 @@ def check(s, ins, outs, arrays, expect, rtol=1e-5, atol=1e-5):
     got = got if isinstance(got, (tuple, list)) else [got]
     for g, e in zip(got, expect):
         np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
-    again = kd.schedule(outs, inputs=ins, trace=kd.Trace.from_json(s.trace.to_json()), fuse=s.fuse_enabled)
+    again = loop_schedule(outs, inputs=ins, trace=kd.Trace.from_json(s.trace.to_json()), fuse=s.fuse_enabled)
     assert str(again) == str(s)
     return f
 
@@ -39,7 +39,7 @@ def row_reduce(fn):
 @pytest.mark.parametrize("shape", [(5, 16), (3, 7), (2, 1), (4, 0)])
 def test_rfactor_sum_keeps_result_and_the_partial_loop_can_be_parallel(factor, shape):
     A, C = row_reduce(kd.sum)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, r = s.loops(C)
     ro, ri = s.rfactor(r, factor)
     s.serial(i)
@@ -54,7 +54,7 @@ def test_rfactor_sum_keeps_result_and_the_partial_loop_can_be_parallel(factor, s
 @pytest.mark.parametrize("fn, ref", [(kd.max, np.max), (kd.min, np.min), (kd.prod, np.prod)])
 def test_rfactor_max_min_prod_keep_result(fn, ref):
     A, C = row_reduce(fn)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, r = s.loops(C)
     s.rfactor(r, 3)
     a = rng.uniform(0.5, 1.5, (4, 10)).astype(np.float32)
@@ -64,7 +64,7 @@ def test_rfactor_max_min_prod_keep_result(fn, ref):
 @pytest.mark.parametrize("fn", [kd.max, kd.min])
 def test_rfactor_max_keeps_nan_semantics(fn):
     A, C = row_reduce(fn)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, r = s.loops(C)
     s.rfactor(r, 4)
     a = rng.standard_normal((4, 9)).astype(np.float32)
@@ -79,7 +79,7 @@ def test_rfactor_of_a_scalar_sum_splits_its_parallel_loop():
     x = kd.placeholder((n,), name="x")
     r = kd.reduce_axis(n, name="r")
     y = kd.compute((), lambda: kd.sum(x[r] * x[r], axis=r), name="y")
-    s = kd.schedule(y)
+    s = loop_schedule(y)
     (r_,) = s.loops(y)
     ro, ri = s.rfactor(r_, 8)
     s.parallel(ro)
@@ -94,7 +94,7 @@ def test_rfactor_is_deterministic_run_to_run():
     x = kd.placeholder((n,), name="x")
     r = kd.reduce_axis(n, name="r")
     y = kd.compute((), lambda: kd.sum(x[r], axis=r), name="y")
-    s = kd.schedule(y)
+    s = loop_schedule(y)
     s.rfactor(s.loops(y)[0], 16)
     f = kd.build([x], [y], schedule=s)
     a = rng.standard_normal(1 << 17).astype(np.float32)
@@ -108,7 +108,7 @@ def test_rfactor_of_the_inner_loop_of_a_two_axis_reduction():
     A = kd.placeholder((n, k, k), name="A")
     r1, r2 = kd.reduce_axis(k, name="r1"), kd.reduce_axis(k, name="r2")
     C = kd.compute((n,), lambda i: kd.sum(A[i, r1, r2], axis=[r1, r2]), name="C")
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, a1, a2 = s.loops(C)
     s.rfactor(a2, 2)
     a = rng.standard_normal((3, 5, 5)).astype(np.float32)
@@ -122,21 +122,21 @@ def test_rfactor_of_the_inner_loop_of_a_two_axis_reduction():
 ])
 def test_rfactor_refuses_what_it_cannot_split(action, message):
     A, C = row_reduce(kd.sum)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     with pytest.raises(kd.ScheduleError, match=message):
         action(s, *s.loops(C))
 
 
 def test_rfactor_refuses_argmax():
     A, C = row_reduce(kd.argmax)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     with pytest.raises(kd.ScheduleError, match="several accumulators"):
         s.rfactor(s.loops(C)[1], 2)
 
 
 def test_parallel_reduction_loop_still_points_to_rfactor():
     A, C = row_reduce(kd.sum)
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, r = s.loops(C)
     s.serial(i)
     with pytest.raises(kd.ScheduleError, match="use rfactor"):
@@ -147,7 +147,7 @@ def test_parallel_reduction_loop_still_points_to_rfactor():
 def blocked(fj=8, fr=4):
     """for i: for j_o: for r_o: for r_i: for j_i: C[i, j] += A[i, r] * B[r, j]"""
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     s.decompose_reduction(j)
     i, j_init, j, r = s.loops(C)
@@ -200,7 +200,7 @@ def test_cache_read_and_cache_write_together_with_vectorized_tile(shapes):
 ])
 def test_cache_primitives_refuse_unsupported_forms(action, message):
     A, B, C = matmul()
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     i, j, r = s.loops(C)
     s.decompose_reduction(j)
     with pytest.raises(kd.ScheduleError, match=message):
@@ -212,7 +212,7 @@ def test_cache_read_refuses_a_gathered_index():
     x = kd.placeholder((n,), name="x")
     idx = kd.placeholder((n,), dtype="int64", name="idx")
     y = kd.compute((n,), lambda i: x[idx[i]], name="y")
-    s = kd.schedule(y)
+    s = loop_schedule(y)
     i_o, i_i = s.split(s.loops(y)[0], 4)
     with pytest.raises(kd.ScheduleError, match="checked"):
         s.cache_read(x, i_i)
@@ -238,7 +238,7 @@ def producer_consumer():
 @pytest.mark.parametrize("shape", [(4, 7), (1, 1), (0, 3), (3, 0)])
 def test_compute_at_computes_the_producer_row_inside_the_consumer_loop(shape):
     x, T, D = producer_consumer()
-    s = kd.schedule(D, fuse=False)
+    s = loop_schedule(D, fuse=False)
     assert [k.name for k in s.module.kernels] == ["T", "D"]
     i, j = s.loops(D)
     s.compute_at(T, i)
@@ -256,7 +256,7 @@ def test_compute_at_of_a_row_reduction_producer():
     r = kd.reduce_axis(m, name="r")
     M = kd.compute((n,), lambda i: kd.max(x[i, r], axis=r), name="M")
     D = kd.compute((n, m), lambda i, j: x[i, j] - M[i], name="D")
-    s = kd.schedule(D, fuse=False)
+    s = loop_schedule(D, fuse=False)
     s.compute_at(M, s.loops(D)[0])
     a = rng.standard_normal((5, 6)).astype(np.float32)
     check(s, [x], [D], [a], [a - a.max(1, keepdims=True)])
@@ -267,10 +267,10 @@ def test_compute_at_refuses_reads_of_other_rows_and_outputs():
     x = kd.placeholder((n, m), name="x")
     T = kd.compute((n, m), lambda i, j: x[i, j] * 2, name="T")
     D = kd.compute((n, m), lambda i, j: T[n - 1 - i, j], name="D")
-    s = kd.schedule(D, fuse=False)
+    s = loop_schedule(D, fuse=False)
     with pytest.raises(kd.ScheduleError, match="only reads of row i"):
         s.compute_at(T, s.loops(D)[0])
-    s2 = kd.schedule([T, D], fuse=False)
+    s2 = loop_schedule([T, D], fuse=False)
     with pytest.raises(kd.ScheduleError, match="output"):
         s2.compute_at(T, s2.loops(D)[0])
 
@@ -280,7 +280,7 @@ def test_rfactor_of_a_conditional_sum_keeps_its_condition():
     A = kd.placeholder((n, k), name="A")
     r = kd.reduce_axis(k, name="r")
     C = kd.compute((n,), lambda i: kd.sum(A[i, r], axis=r, where=A[i, r] > 0), name="C")
-    s = kd.schedule(C)
+    s = loop_schedule(C)
     s.rfactor(s.loops(C)[1], 3)
     a = rng.standard_normal((4, 10)).astype(np.float32)
     check(s, [A], [C], [a], [np.where(a > 0, a, 0).sum(1)])
@@ -291,7 +291,7 @@ def test_split_substitutes_inside_checked_indices():
     x = kd.placeholder((n,), name="x")
     idx = kd.placeholder((n,), dtype="int64", name="idx")
     y = kd.compute((n,), lambda i: x[idx[i]], name="y")
-    s = kd.schedule(y, inputs=[x, idx])
+    s = loop_schedule(y, inputs=[x, idx])
     s.split(s.loops(y)[0], 3)
     assert "x[idx[i_i + 3 * i_o]]" in str(s)  # the loop variable is replaced inside the checked index
     a = rng.standard_normal(7).astype(np.float32)
@@ -301,7 +301,7 @@ def test_split_substitutes_inside_checked_indices():
 
 def test_binding_a_gpu_axis_inside_a_local_array_is_refused():
     A, C = row_reduce(kd.sum)
-    s = kd.schedule(C)
+    s = loop_schedule(C, target="cuda-emu")
     ro, ri = s.rfactor(s.loops(C)[1], 4)
     with pytest.raises(kd.ScheduleError, match="inside the local array acc_rf"):
         s.bind(ro, "threadIdx.x")

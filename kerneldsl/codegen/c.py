@@ -16,14 +16,14 @@ from pathlib import Path
 import jinja2
 
 from ..ir import expr as E
-from ..ir.intrinsics import INTRINSICS
-from ..ir.loops import Allocate, Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Stmt, Store
-from ..ir.lower import Module
+from ..ir import ops
+from ..ir.loops import Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Stmt, Store, leaves, walk
+from ..ir.loops import work as loop_work
+from ..ir.lower import Module, extreme_update, straight_line
+from ..ir.simplify import simplify
 
 CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t", "bool": "bool"}
 _SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64"}
-_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "and": "&", "or": "|", "xor": "^"}
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -91,32 +91,16 @@ class CPrinter:
         return f"(({CTYPE[e.dtype]})({x}))"
 
     saturate = False  # entry checks: int64 + - * saturate instead of wrapping (see render)
+    parallel_min_work = 1 << 15  # the kernel's knob: below this much work a parallel loop runs on one thread
 
-    def _Unary(self, e):
-        if self.saturate and e.op == "neg" and e.dtype == "int64":
-            return f"kd_sat_sub(0, {self.expr(e.x)})"
-        sym = {"neg": "-", "not": "!", "invert": "~"}[e.op]
-        return f"({sym}{self.expr(e.x)})"
+    def _op(self, e):
+        """An operator or intrinsic, spelled as its op table row says for the first operand's
+        dtype and this printer's target (saturating int64 arithmetic in entry checks)."""
+        kids = e.children()
+        text = ops.of(e).spelling(self.target, kids[0].dtype, self.saturate)
+        return text.format(*(self.expr(k) for k in kids))
 
-    def _Binary(self, e):
-        a, b = self.expr(e.a), self.expr(e.b)
-        op, dtype = e.op, e.a.dtype
-        if self.saturate and dtype == "int64" and op in ("add", "sub", "mul"):
-            return f"kd_sat_{op}({a}, {b})"
-        if op in _CMP:
-            return f"({a} {_CMP[op]} {b})"
-        if op in ("floordiv", "mod"):
-            return f"kd_{op}_{_SUFFIX[dtype]}({a}, {b})"
-        if op == "pow":
-            return INTRINSICS["pow"].spelling(self.target, dtype).format(a, b)
-        text = f"({a} {_ARITH[op]} {b})"
-        if dtype == "int32" and op in ("add", "sub", "mul"):
-            return f"((int32_t){text})"
-        return text
-
-    def _Call(self, e):
-        args = [self.expr(a) for a in e.args]
-        return INTRINSICS[e.fn].spelling(self.target, e.args[0].dtype).format(*args)
+    _Unary = _Binary = _Call = _op
 
     def _Select(self, e):
         return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
@@ -159,7 +143,7 @@ class CPrinter:
     def _reduction_clause(self, loop: For) -> str:
         """`reduction(+:acc)` for accumulators the loop's iterations update (at any depth, under
         any condition) but do not declare: without the clause a parallel loop races on them."""
-        stmts = list(_leaves(loop.body))
+        stmts = list(leaves(loop.body))
         declared = {s.var for s in stmts if isinstance(s, Declare)}
         clauses = {}
         for s in stmts:
@@ -181,14 +165,14 @@ class CPrinter:
         if isinstance(s, For):
             v = self.name(s.var)
             out = []
-            extreme = _extreme_reduction(s)
-            if extreme is not None and s.kind == "serial":
+            extreme = extreme_update(s) if s.kind == "vectorized" else None
+            if extreme is not None:
                 return self._extreme_loop(s, indent, *extreme)
             if s.kind == "parallel":
-                work = self.expr(s.work) if s.work is not None else self.expr(s.extent)
-                simd = " simd" if _innermost(s) and _vectorizable(s.body) else ""
+                work = self.expr(simplify(loop_work(s)))
+                simd = " simd" if _innermost(s) and straight_line(s.body) else ""
                 out.append(f"{indent}#pragma omp parallel for{simd} schedule(static){self._reduction_clause(s)} "
-                           f"if ({work} >= {PARALLEL_MIN_WORK})")
+                           f"if ({work} >= {self.parallel_min_work})")
             elif s.kind == "unrolled":
                 out.append(f"{indent}#pragma GCC unroll 16")
             elif s.kind == "vectorized":
@@ -214,45 +198,6 @@ class CPrinter:
         raise TypeError(f"C codegen: unknown statement {type(s).__name__}")
 
 
-from ..ir.lower import PARALLEL_MIN_WORK, _vectorizable
-
-
-def _extreme_reduction(loop: For):
-    """(acc, v, "max"|"min", nan_aware) when the loop is exactly lowering's max/min update
-    `v = <expr>; if (v > acc) | (v != v): acc = v` (no checked reads), else None."""
-    body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
-    if len(body) != 2 or not isinstance(body[0], Declare) or not isinstance(body[1], IfThenElse):
-        return None
-    decl, branch = body
-    v = decl.var
-    if branch.otherwise is not None or not isinstance(branch.then, Assign) or branch.then.value is not v:
-        return None
-    acc = branch.then.var
-    if acc.dtype != v.dtype or not _vectorizable(Seq((decl,))):
-        return None
-    for op, cmp in (("max", v > acc), ("min", v < acc)):
-        if branch.cond is cmp and v.dtype in ("int32", "int64"):
-            return acc, v, op, False
-        if v.dtype in ("float32", "float64") and branch.cond is (cmp | (v != v)):  # noqa: PLR0124
-            return acc, v, op, True
-    return None
-
-
-def _leaves(s: Stmt):
-    """Every non-compound statement inside `s`, in order."""
-    if isinstance(s, Seq):
-        for x in s.stmts:
-            yield from _leaves(x)
-    elif isinstance(s, (For, Allocate)):
-        yield from _leaves(s.body)
-    elif isinstance(s, IfThenElse):
-        yield from _leaves(s.then)
-        if s.otherwise is not None:
-            yield from _leaves(s.otherwise)
-    else:
-        yield s
-
-
 def _local_strides(buf: Buffer) -> tuple[str, ...]:
     """Row-major strides of a local array (constant shape), as C literals."""
     dims = [int(d.value) for d in buf.shape]
@@ -270,6 +215,48 @@ def buffer_ctype(b: Buffer) -> str:
     return "uint8_t" if b.dtype == "bool" and b.role == "input" else CTYPE[b.dtype]
 
 
+class KernelSummary:
+    """One kernel of a build as `f.kernels` shows it: the scheduled kernel (its attributes pass
+    through: name, op, body, template, knobs, fused, ...), a one-line summary of what runs
+    (template, knobs, fused producers, threads), and `str()` with the loop nest or template
+    structure that runs."""
+
+    def __init__(self, kernel, target):
+        self.kernel, self.target = kernel, target
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+    def threads(self) -> str:
+        k = self.kernel
+        if k.template == "gemm":
+            n = k.knobs.get("threads") or self.target.cores
+            return f"{n} thread(s) when M*N*K >= {k.knobs['parallel_min_work']}"
+        par = [lp for lp in walk(k.body) if isinstance(lp, For) and lp.kind == "parallel"]
+        if not par:
+            return "one thread"
+        work = expr_text(simplify(loop_work(par[0])))
+        return (f"loop {par[0].var.name} over {self.target.cores} thread(s) when {work} >= "
+                f"{k.knobs.get('parallel_min_work', CPrinter.parallel_min_work)}")
+
+    def summary(self) -> str:
+        k = self.kernel
+        knobs = ", ".join(f"{n}={v}" for n, v in k.knobs.items())
+        fused = f"; fused {', '.join(k.fused)}" if k.fused else ""
+        return f"{k.name}: {k.template or 'loops'} ({knobs}){fused}; {self.threads()}"
+
+    def __str__(self) -> str:
+        return f"# {self.summary()}\n{self.kernel}"
+
+    def __repr__(self) -> str:
+        return f"<kernel {self.summary()}>"
+
+
+def expr_text(e) -> str:
+    from ..ir.printer import expr_str
+    return expr_str(e)
+
+
 def meta_layout(module: Module) -> tuple[dict, dict]:
     """Positions in the int64 meta array: sizes first, then each buffer's strides (elements)."""
     size_pos = {s: k for k, s in enumerate(module.sizes)}
@@ -280,54 +267,32 @@ def meta_layout(module: Module) -> tuple[dict, dict]:
     return size_pos, stride_pos
 
 
-def _used(stmt_or_expr_list) -> set:
-    """Vars, SizeVars and Buffers used by statements/expressions."""
+def used_names(stmt_or_expr_list) -> set:
+    """Vars, SizeVars and Buffers that statements (or expressions) use: what a kernel's prologue
+    must bind."""
     out: set = set()
 
     def ex(e):
         for n in E.walk(e):
             if isinstance(n, (E.Var, E.SizeVar)):
                 out.add(n)
-            if isinstance(n, E.IndexVar):
+            elif isinstance(n, E.IndexVar):
                 ex(n.extent)
-            if isinstance(n, E.Load):
+            elif isinstance(n, E.Load):
                 out.add(n.tensor)
-            if isinstance(n, Checked):
-                pass
-
-    def st(s):
-        if isinstance(s, Seq):
-            for x in s.stmts:
-                st(x)
-        elif isinstance(s, For):
-            out.add(s.var)
-            ex(s.extent)
-            if s.work is not None:
-                ex(s.work)
-            st(s.body)
-        elif isinstance(s, Store):
-            out.add(s.buffer)
-            for i in s.indices:
-                ex(i)
-            ex(s.value)
-        elif isinstance(s, (Declare, Assign)):
-            out.add(s.var)
-            ex(s.init if isinstance(s, Declare) else s.value)
-        elif isinstance(s, IfThenElse):
-            ex(s.cond)
-            st(s.then)
-            if s.otherwise is not None:
-                st(s.otherwise)
-        elif isinstance(s, Assert):
-            ex(s.cond)
-        elif isinstance(s, Allocate):
-            out.add(s.buffer)
-            st(s.body)
-        elif isinstance(s, E.Expr):
-            ex(s)
 
     for x in stmt_or_expr_list:
-        st(x)
+        if isinstance(x, E.Expr):
+            ex(x)
+            continue
+        for st in walk(x):
+            if isinstance(st, (For, Declare, Assign)):
+                out.add(st.var)
+            elif isinstance(st, (Store, Allocate)):
+                out.add(st.buffer)
+            for c in st.children():
+                if isinstance(c, E.Expr):
+                    ex(c)
     return out
 
 
@@ -342,7 +307,9 @@ def source_names(module: Module) -> tuple[dict, dict]:
     return names, strides
 
 
-def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
+def render(module: Module, target, version: str, printer_cls=CPrinter) -> str:
+    """The C translation unit of a scheduled module: one function per kernel (its template's
+    code, or its loop nest), and the entry that checks ranges and runs them in order."""
     size_pos, stride_pos = meta_layout(module)
     buf_pos = {b: k for k, b in enumerate(module.buffers)}
     names, strides = source_names(module)
@@ -363,21 +330,23 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
 
     kernels = []
     for k in module.kernels:
-        used = _used([k.body])
+        used = used_names([k.body])
         local = dict(names)
         for v in sorted((v for v in used if isinstance(v, E.Var)), key=lambda v: v.name):
             local[v] = f"v_{v.name}"
         p = printer_cls(local, strides)
+        p.parallel_min_work = k.knobs.get("parallel_min_work", p.parallel_min_work)
         body = "\n".join(p.stmt(k.body, "    "))
         unit = [b for b in module.buffers if b in used and b.ndim]
         if unit:  # a copy of the nest for unit innermost strides: contiguous, vectorizable accesses
             fast = printer_cls(local, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
+            fast.parallel_min_work = p.parallel_min_work
             cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
             body = "\n".join([f"    if ({cond}) {{", *fast.stmt(k.body, "        "), "    } else {",
                               *p.stmt(k.body, "        "), "    }"])
         if k.template == "gemm":  # a contraction: the GEMM template, the loop nest as its fallback
             from .gemm import render_gemm
-            body = render_gemm(k, local, strides, printer_cls, unit, body)
+            body = render_gemm(k, target, local, strides, printer_cls, unit, body)
         from ..ir.printer import expr_str
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
@@ -388,11 +357,9 @@ def render(module: Module, printer_cls=CPrinter, version: str = "") -> str:
     # an index range like [0, 2**61 * (n - 1)] must not wrap around into a passing check
     p.saturate = True
     checks = [{"cond": p.expr(c.cond), "code": c.code} for c in module.checks]
-    entry_used = _used([c for c in module.checks] + [k.runs_if for k in module.kernels if k.runs_if is not None])
+    entry_used = used_names([c for c in module.checks] + [k.runs_if for k in module.kernels if k.runs_if is not None])
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
                       for s in module.sizes if s in entry_used]
     prelude = environment().get_template("c/prelude.h").render()
-    if not version:
-        from .. import __version__ as version
     return environment().get_template("c/module.c.j2").render(
         version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue)

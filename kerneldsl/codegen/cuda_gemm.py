@@ -22,54 +22,7 @@ C printer's); the tile-local offsets are int.
 from __future__ import annotations
 
 from ..ir import expr as E
-
-# knob name -> (low, high); checked with the other CUDA knobs (codegen/cuda.py)
-GEMM_KNOB_RANGES = {"gemm_bm": (1, 256), "gemm_bn": (1, 256), "gemm_bk": (1, 64),
-                    "gemm_tm": (1, 16), "gemm_tn": (1, 16), "gemm_stages": (1, 2)}
-SHARED_LIMIT = 48 * 1024  # static __shared__ bytes a block may declare
-
-
-def check_knobs(k: dict) -> None:
-    """The GEMM knobs fit together: tiles divide, threads and loads per thread are whole."""
-    bm, bn, bk, tm, tn = (k[f"gemm_{x}"] for x in ("bm", "bn", "bk", "tm", "tn"))
-    if bm % tm or bn % tn:
-        raise ValueError(f"CUDA GEMM knobs: gemm_bm ({bm}) must be a multiple of gemm_tm ({tm}) and "
-                         f"gemm_bn ({bn}) of gemm_tn ({tn})")
-    threads = (bm // tm) * (bn // tn)
-    if not 1 <= threads <= 1024:
-        raise ValueError(f"CUDA GEMM knobs: (bm/tm) * (bn/tn) = {threads} threads per block; must be in "
-                         f"[1, 1024]")
-    if (bm * bk) % threads or (bn * bk) % threads:
-        raise ValueError(f"CUDA GEMM knobs: the A slice (bm*bk = {bm * bk}) and the B slice (bn*bk = "
-                         f"{bn * bk}) must be multiples of the {threads} threads, so that each thread "
-                         f"loads whole elements")
-
-
-def shared_bytes(k: dict, dtype: str) -> int:
-    size = 4 if dtype == "float32" else 8
-    return k["gemm_stages"] * k["gemm_bk"] * ((k["gemm_bm"] + 1) + k["gemm_bn"]) * size
-
-
-def threads(k: dict) -> int:
-    return (k["gemm_bm"] // k["gemm_tm"]) * (k["gemm_bn"] // k["gemm_tn"])
-
-
-def gemm_plan(kernel):
-    """The contraction plan (schedule.contraction.GemmPlan) of a lowered kernel, or None.
-
-    Lowering attaches it when the CPU template is on; otherwise it is found here the same way.
-    """
-    from ..schedule import contraction as CT
-    if kernel.contraction is not None:
-        return kernel.contraction
-    c = CT.match(kernel.op)
-    if c is None:
-        return None
-    try:
-        return CT._lowered(kernel.body, c)
-    except Exception:  # noqa: BLE001 - a loop nest it does not recognise stays a loop nest
-        return None
-
+from ..schedule.templates import gemm_threads
 
 def tiles_work(gp, k: dict) -> E.Expr:
     """The launch's work: batch x row tiles x column tiles (one block each, block-strided)."""
@@ -122,7 +75,7 @@ def render_gemm(p, kernel, gp, k: dict) -> str:
     c = gp.contraction
     dtype = kernel.op.dtype
     bm, bn, bk = k["gemm_bm"], k["gemm_bn"], k["gemm_bk"]
-    nthreads = threads(k)
+    nthreads = gemm_threads(k)
 
     def total(axes) -> str:
         return " * ".join(f"({p.expr(a.extent)})" for a in axes) if axes else "INT64_C(1)"

@@ -215,10 +215,10 @@ def _checked(e: E.Expr) -> bool:
     return any(isinstance(n, Checked) for n in E.walk(e))
 
 
-def render_gemm(kernel, names: dict, strides: dict, printer_cls, unit: list, fallback: str) -> str:
+def render_gemm(kernel, target, names: dict, strides: dict, printer_cls, unit: list, fallback: str) -> str:
     """The body of a contraction kernel (after the prologue): the GEMM, then the loop nest fallback."""
     from .c import CTYPE, environment
-    plan, k = kernel.contraction, kernel.knobs
+    plan, k = kernel.plan, kernel.knobs
     c = plan.contraction
     dtype = kernel.op.dtype
     names = {**names, plan.acc: "kd_acc"}
@@ -230,12 +230,12 @@ def render_gemm(kernel, names: dict, strides: dict, printer_cls, unit: list, fal
         variants.append(_Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(cond))
     variants.append(_Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(None))
     pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"])
-    vbytes = k["lanes"] * (4 if dtype == "float32" else 8)
+    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
+    vbytes = target.vector_bytes
     guard, builtin = _FMA[(vbytes, dtype)]
     axes = [*c.op.axes, *c.k]
-    from ..ir.lower import PARALLEL_MIN_WORK
     return environment().get_template("c/gemm.c.j2").render(
-        k=k, T=CTYPE[dtype], id=kernel.name, vbytes=vbytes, lanes=k["lanes"], nv=k["nr"] // k["lanes"],
-        isa=k["isa"], fma_guard=guard, fma_builtin=builtin, nb=pr.total(c.batch), m=pr.total(c.m),
-        n=pr.total(c.n), kk=pr.total(c.k), parallel_min_work=PARALLEL_MIN_WORK,
+        k=k, T=CTYPE[dtype], id=kernel.name, vbytes=vbytes, lanes=lanes, nv=k["nr"] // lanes,
+        isa=target.isa, fma_guard=guard, fma_builtin=builtin, nb=pr.total(c.batch), m=pr.total(c.m),
+        n=pr.total(c.n), kk=pr.total(c.k), parallel_min_work=k["parallel_min_work"],
         axis_decls=", ".join(f"{pr.v(a)} = 0" for a in axes), variants=variants, fallback=fallback)

@@ -6,7 +6,7 @@ of expr.py, where `Load.tensor` is a `Buffer` and loop variables are `Var`s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import expr as E
 
@@ -46,21 +46,50 @@ class Checked(E.Expr):
 
 
 class Stmt:
+    """Base of loop-IR statements. Every statement lists the fields that hold its children
+    (`KIDS`: expressions and statements; a tuple-valued field holds several, a field may hold
+    None), so that one walker and one bottom-up mapper (below) serve every pass. The other
+    fields (a loop's variable, a store's buffer) are binders and names, not children."""
+
+    KIDS: tuple = ()
+
+    def children(self) -> tuple:
+        out = []
+        for f in self.KIDS:
+            v = getattr(self, f)
+            out.extend(v) if isinstance(v, tuple) else out.append(v)
+        return tuple(out)
+
+    def rebuild(self, kids) -> Stmt:
+        """This statement with its children replaced (same count, same order as children())."""
+        kids, values, k = tuple(kids), {}, 0
+        for f in self.KIDS:
+            v = getattr(self, f)
+            n = len(v) if isinstance(v, tuple) else 1
+            values[f] = kids[k:k + n] if isinstance(v, tuple) else kids[k]
+            k += n
+        if all(values[f] is getattr(self, f) or (isinstance(values[f], tuple) and len(values[f]) ==
+               len(getattr(self, f)) and all(a is b for a, b in zip(values[f], getattr(self, f))))
+               for f in self.KIDS):
+            return self
+        return replace(self, **values)
+
     def __str__(self) -> str:
         return "\n".join(stmt_lines(self))
 
 
 @dataclass(frozen=True, eq=False)
 class For(Stmt):
+    KIDS = ("extent", "body")
     var: E.Var
     extent: E.Expr
     body: Stmt
     kind: str = "serial"
-    work: E.Expr | None = None  # for parallel loops: total work, to skip threading small runs
 
 
 @dataclass(frozen=True, eq=False)
 class Store(Stmt):
+    KIDS = ("indices", "value")
     buffer: Buffer
     indices: tuple
     value: E.Expr
@@ -69,18 +98,21 @@ class Store(Stmt):
 @dataclass(frozen=True, eq=False)
 class Declare(Stmt):
     """A local scalar (scope=local): accumulators of reductions."""
+    KIDS = ("init",)
     var: E.Var
     init: E.Expr
 
 
 @dataclass(frozen=True, eq=False)
 class Assign(Stmt):
+    KIDS = ("value",)
     var: E.Var
     value: E.Expr
 
 
 @dataclass(frozen=True, eq=False)
 class IfThenElse(Stmt):
+    KIDS = ("cond", "then", "otherwise")
     cond: E.Expr
     then: Stmt
     otherwise: Stmt | None = None
@@ -88,12 +120,14 @@ class IfThenElse(Stmt):
 
 @dataclass(frozen=True, eq=False)
 class Seq(Stmt):
+    KIDS = ("stmts",)
     stmts: tuple = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, eq=False)
 class Assert(Stmt):
     """Checked at kernel entry: when `cond` is false the kernel returns `code` untouched."""
+    KIDS = ("cond",)
     cond: E.Expr
     code: int
 
@@ -102,6 +136,7 @@ class Assert(Stmt):
 class Allocate(Stmt):
     """A local array live in `body` (a C array on the stack): partial accumulators of rfactor,
     tiles of cache_read/cache_write. `buffer.role` is "local"; its shape is int64 Consts."""
+    KIDS = ("body",)
     buffer: Buffer
     body: Stmt
 
@@ -119,6 +154,74 @@ class NameScope:
             name = f"{base}{k}"
         self.used.add(name)
         return name
+
+
+# --- the generic walker and mapper ------------------------------------------------------------
+
+def walk(s: Stmt):
+    """Every statement inside `s` (itself included), parents before children, in order."""
+    stack = [s]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed([c for c in n.children() if isinstance(c, Stmt)]))
+
+
+def walk_path(s: Stmt, ancestors: tuple = ()):
+    """(statement, the statements enclosing it, outermost first) for every statement inside `s`."""
+    yield s, ancestors
+    inner = ancestors + (s,)
+    for c in s.children():
+        if isinstance(c, Stmt):
+            yield from walk_path(c, inner)
+
+
+def leaves(s: Stmt):
+    """The statements inside `s` that hold no statement (stores, declarations, assignments, ...)."""
+    return (n for n in walk(s) if not any(isinstance(c, Stmt) for c in n.children())
+            and not isinstance(n, Seq))
+
+
+def exprs(s: Stmt):
+    """Every expression node used by the statements inside `s` (children before parents)."""
+    for n in walk(s):
+        for c in n.children():
+            if isinstance(c, E.Expr):
+                yield from E.walk(c)
+
+
+def map_stmt(s: Stmt, stmt_fn=None, expr_fn=None) -> Stmt:
+    """Bottom-up rebuild: each expression child becomes `expr_fn(child)`, each statement is rebuilt
+    from its mapped children and then replaced by `stmt_fn(statement)` unless that returns None."""
+    kids = tuple(map_stmt(c, stmt_fn, expr_fn) if isinstance(c, Stmt) else
+                 (expr_fn(c) if expr_fn is not None and isinstance(c, E.Expr) else c) for c in s.children())
+    new = s.rebuild(kids)
+    if stmt_fn is not None:
+        r = stmt_fn(new)
+        if r is not None:
+            return r
+    return new
+
+
+def loops(s: Stmt) -> list:
+    """Every loop inside `s`, outermost first (pre-order)."""
+    return [n for n in walk(s) if isinstance(n, For)]
+
+
+def work(s: Stmt) -> E.Expr:
+    """How many statements `s` runs, as an expression of the sizes: the estimate behind a
+    parallel loop's "worth threading" test. A branch counts in full; an extent that depends on
+    an outer loop (a split's last, shorter block) counts as in that loop's first iteration."""
+    def count(x: Stmt) -> E.Expr:
+        if isinstance(x, For):
+            return x.extent * count(x.body)
+        total = None
+        for c in x.children():
+            if isinstance(c, Stmt):
+                total = count(c) if total is None else total + count(c)
+        return E.Const(1, "int64") if total is None else total
+    w = count(s)
+    return E.substitute(w, {v: E.Const(0, "int64") for v in E.walk(w) if isinstance(v, E.Var)})
 
 
 def seq(*stmts) -> Stmt:

@@ -1,13 +1,15 @@
 """Lowering: each compute op of the tensor graph becomes a loop nest (loop IR).
 
-The default schedule is plain: one loop per output axis in order (the last,
-contiguous one innermost), the outermost marked parallel; every reduction
-inside the body becomes a local accumulator and its own loop nest, placed
-before the store and, when it sits under a `where`, guarded by that condition
-so that it reads only what the reference reads.
+Lowering makes the plain loop nest only, every loop serial: one loop per output
+axis in order (the last, contiguous one innermost); every reduction inside the
+body becomes a local accumulator and its own loop nest, placed before the store
+(or hoisted out of the loops it does not depend on) and, when it sits under a
+`where`, guarded by that condition so that it reads only what the reference
+reads. Which loops run in parallel or as SIMD lanes, and which template runs a
+kernel, is the schedule's business (kerneldsl/schedule/).
 
 Example: `C[i, j] = sum(r, A[i, r] * B[r, j])` lowers to
-    for i in range(n):  # parallel
+    for i in range(n):
       for j in range(m):
         acc: float32 = 0.0
         for r in range(k):
@@ -27,11 +29,10 @@ from dataclasses import dataclass, field
 from .. import dtypes as dt
 from . import expr as E
 from .bounds import interval
-from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Stmt, Store, seq, stmt_lines
+from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq, stmt_lines
 from .simplify import simplify
 from .tensor import ComputeOp, Placeholder, Tensor, topo_order
 
-PARALLEL_MIN_WORK = 1 << 15  # below this many inner iterations, threads cost more than they save
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,24 @@ class BoundsError:
 
 @dataclass(frozen=True, eq=False)
 class Kernel:
+    """One kernel: the op it computes, its loop nest, and the template that runs it.
+
+    Lowering makes the plain nest (every loop serial, `template` None); the schedule then picks
+    a template (schedule/templates.py) with its knobs and the `plan` the renderer follows (a
+    GEMM plan, a row plan, ...), and may transform `body`. `str(kernel)` describes what runs."""
     name: str
     op: ComputeOp
     body: Stmt
     fused: tuple = ()  # names of the producers inlined into this kernel
-    # a hand-shaped kernel replacing `body` in C (body stays: the interpreter and the fallback use it)
-    template: str | None = None  # "gemm": schedule/contraction.py, templates/c/gemm.c.j2
+    template: str | None = None  # loops | gemm | grid_stride | row_reduce (schedule/templates.py)
     knobs: dict = field(default_factory=dict)  # the template's numeric choices (tile sizes, threads)
-    contraction: object = None  # the template's plan (contraction.GemmPlan)
+    plan: object = None  # what the template's renderer follows; its describe() says what runs
+    axis_vars: tuple = ()  # the loop variables of the op's own axes, outermost first
+
+    @property
+    def contraction(self):
+        """The GEMM plan of a kernel running the gemm template, else None."""
+        return self.plan if self.template == "gemm" else None
 
     @property
     def runs_if(self) -> E.Expr | None:
@@ -64,10 +75,19 @@ class Kernel:
         that do not exist, as the entry checks assume they do not.)"""
         return _all_positive(self.op.axes)
 
-    def __str__(self) -> str:
+    def header(self) -> str:
         fused = f"  (fused: {', '.join(self.fused)})" if self.fused else ""
         runs = "" if self.runs_if is None else f"  (runs when {self.runs_if})"
-        return "\n".join([f"# kernel {self.name}{fused}{runs}", *stmt_lines(self.body)])
+        return f"# kernel {self.name}{fused}{runs}"
+
+    def __str__(self) -> str:
+        lines = [self.header()]
+        if self.template is not None and self.template != "loops":
+            knobs = ", ".join(f"{k}={v}" for k, v in self.knobs.items())
+            lines.append(f"# template {self.template}: {knobs}")
+        describe = getattr(self.plan, "describe", None)
+        lines += describe(self) if describe is not None else stmt_lines(self.body)
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,17 +169,8 @@ class _Context:
         stmts, value = self.expr(op.body, None, False, axes)
         nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
-            innermost = k == len(op.axes) - 1 and _vectorizable(nest)
-            if k == 0:
-                work = _work(op)
-                nest = For(self.vars[a], a.extent, nest, "parallel", work)
-            else:
-                nest = For(self.vars[a], a.extent, nest, "vectorized" if innermost else "serial")
-            nest = seq(*self.slots[axes[:k]], nest)
-        from ..schedule.contraction import plan  # a contraction gets the GEMM template
-        from ..schedule.reuse import reuse_through_output
-        nest = reuse_through_output(nest, self.bufs[op])
-        return plan(Kernel(self.bufs[op].name, op, nest, tuple(fused)))
+            nest = seq(*self.slots[axes[:k]], For(self.vars[a], a.extent, nest))
+        return Kernel(self.bufs[op].name, op, nest, tuple(fused), axis_vars=tuple(self.vars[a] for a in op.axes))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
     def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
@@ -299,17 +310,9 @@ class _Context:
             cs, c = self.expr(e.cond, None, guarded, enclosing)
             step = seq(*cs, IfThenElse(c, step))
         nest = seq(*self.slots.pop(enclosing), step)
-        simd = e.combiner in ("sum", "prod") and e.cond is None and _vectorizable(nest)
-        # a scalar sum/product has no output loop to parallelize: its outermost loop is parallel,
-        # each thread summing a share (the C printer adds the reduction clause)
-        par = outer == 0 and not self.op.axes and e.combiner in ("sum", "prod")
         for k in reversed(range(outer, len(enclosing))):
             a = enclosing[k]
-            if par and k == outer and not (simd and k == len(enclosing) - 1):
-                nest = For(self.vars[a], a.extent, nest, "parallel", _work(self.op))
-                continue
-            nest = For(self.vars[a], a.extent, nest, "vectorized" if simd else "serial")
-            simd = False
+            nest = For(self.vars[a], a.extent, nest)
             if k > outer:
                 nest = seq(*self.slots.pop(enclosing[:k]), nest)
         if guard is not None:
@@ -355,30 +358,35 @@ def _all_positive(axes):
     return cond
 
 
-def _vectorizable(body: Stmt) -> bool:
-    """A straight-line loop body without checked (possibly guarded) reads can run as SIMD lanes."""
-    from .loops import Seq
+def straight_line(body: Stmt) -> bool:
+    """A loop body of plain statements without checked (possibly guarded) reads: it can run as
+    SIMD lanes."""
     stmts = body.stmts if isinstance(body, Seq) else (body,)
     for s in stmts:
         if not isinstance(s, (Store, Assign, Declare)):
             return False
-        value = s.value if isinstance(s, (Store, Assign)) else s.init
-        exprs = (value, *(s.indices if isinstance(s, Store) else ()))
-        if any(isinstance(n, Checked) for x in exprs for n in E.walk(x)):
+        if any(isinstance(n, Checked) for x in s.children() for n in E.walk(x)):
             return False
     return True
 
 
-def _work(op: ComputeOp) -> E.Expr:
-    """An estimate of the op's total iterations (output points times reduction lengths)."""
-    w = E.Const(1, "int64")
-    for a in op.axes:
-        w = w * a.extent
-    seen = set()
-    for n in E.walk(op.body):
-        if isinstance(n, E.Reduce):
-            for a in n.axes:
-                if a not in seen:
-                    seen.add(a)
-                    w = w * a.extent
-    return simplify(w)
+def extreme_update(loop: For):
+    """(acc, v, "max"|"min", nan_aware) when the loop's body is exactly lowering's max/min update
+    `v = <expr>; if (v > acc) | (v != v): acc = v` (no checked reads), else None: the form the C
+    printer runs as SIMD lanes (`reduction(max:acc)` plus a NaN flag)."""
+    body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
+    if len(body) != 2 or not isinstance(body[0], Declare) or not isinstance(body[1], IfThenElse):
+        return None
+    decl, branch = body
+    v = decl.var
+    if branch.otherwise is not None or not isinstance(branch.then, Assign) or branch.then.value is not v:
+        return None
+    acc = branch.then.var
+    if acc.dtype != v.dtype or not straight_line(Seq((decl,))):
+        return None
+    for op, cmp in (("max", v > acc), ("min", v < acc)):
+        if branch.cond is cmp and v.dtype in ("int32", "int64"):
+            return acc, v, op, False
+        if v.dtype in ("float32", "float64") and branch.cond is (cmp | (v != v)):  # noqa: PLR0124
+            return acc, v, op, True
+    return None

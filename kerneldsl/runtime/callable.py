@@ -23,11 +23,12 @@ _DUMMY_PTR = _DUMMY.ctypes.data
 class Function:
     """`f = kd.build(...)`; `f(a, b)` returns numpy arrays (a tuple for several outputs)."""
 
-    def __init__(self, module: Module, lib, source: str, inputs, outputs, source_path: str = ""):
-        self.module, self.source, self.source_path = module, source, source_path
+    def __init__(self, module: Module, compiled, source: str, inputs, outputs, config=None):
+        self.module, self.source, self.source_path = module, source, compiled.source_path
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
-        self._lib = lib
-        self._entry = lib.kd_entry
+        self.config = config  # the kd.Config this function was built from
+        self._lib = compiled.lib  # kept: the library is closed when nothing holds it
+        self._entry = self._lib.kd_entry
         self._entry.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
         self._entry.restype = ctypes.c_int
         tensors = module.tensors
@@ -38,7 +39,10 @@ class Function:
 
     @property
     def kernels(self):
-        return self.module.kernels
+        """One summary per kernel: its template and knobs, what it fused, its threads; str() adds
+        the loop nest or template structure that runs."""
+        from ..codegen.c import KernelSummary
+        return tuple(KernelSummary(k, self.config.target) for k in self.module.kernels)
 
     def __repr__(self) -> str:
         ins = ", ".join(t.name for t in self.inputs)

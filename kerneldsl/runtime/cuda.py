@@ -1,9 +1,9 @@
 """CUDA runtime: nvcc to cubin (cached on disk, with ptxas's resource report), and launches on a
 real GPU through PyCUDA or CuPy.
 
-    cubin = compile_cubin(source.text, arch="sm_90")    # cached like C builds
+    cubin = compile_cubin(source.text, target)          # cached like C builds
     cubin.resources["kd_kernel_C"] -> {"registers": 40, "spill_stores": 0, "shared": 128, ...}
-    f = GpuFunction(module, source, cubin, inputs, outputs)   # what kd.build(target="cuda") returns
+    f = make_gpu_function(module, source, cubin, inputs, outputs, config)   # kd.build(target="cuda")
 
 Driver choice: `KERNELDSL_CUDA_DRIVER=pycuda|cupy`, else PyCUDA if importable, else CuPy.
 Architecture: the present GPU's, else `KERNELDSL_CUDA_ARCH` (e.g. sm_80), else sm_90.
@@ -19,22 +19,19 @@ when any input is a GPU array) leaves the outputs on the GPU as the driver's arr
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
 import re
-import shlex
 import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import CompileError
 from ..ir import expr as E
-from . import build as B
+from ..settings import settings
+from ..target import Target, register_gpu_probe
+from . import cache
+from .build import identity
+from .cache import Artifact
 from .callable import Function
 from .device_arrays import DeviceArray, device_array, is_device_array
 
@@ -42,108 +39,43 @@ NVCC_FLAGS = ("-O3", "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings")
 DEFAULT_ARCH = "sm_90"
 
 
-# --- a cached build product (cubin, emulator .so): the C cache's scheme, any compiler ---------
-@dataclass(frozen=True)
-class Artifact:
-    path: str
-    source_path: str
-    key: str
-    output: str  # the compiler's messages (ptxas -v resource report for nvcc)
-    from_cache: bool
-
-
-_artifacts: dict[str, Artifact] = {}
-
-
-def _valid(d: Path, key: str, suffix: str, repair: bool) -> Artifact | None:
-    out, meta = d / f"{key}{suffix}", d / f"{key}.json"
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        if B._sha256_file(out) != info["sha256"]:
-            raise ValueError("sha256 mismatch")
-    except (OSError, ValueError, KeyError, TypeError):
-        if repair:
-            B._unlink(meta)
-            B._unlink(out)
-        return None
-    return Artifact(str(out), info["source_path"], key, info.get("output", ""), True)
-
-
+# --- a cached build product (cubin, emulator .so): runtime/cache.py, any compiler -----------------
 def cached_artifact(ident: list, source: str, src_suffix: str, suffix: str, cmd_for, name: str) -> Artifact:
     """Build `source` with the command `cmd_for(src_path, out_path)` unless a valid entry exists.
 
-    The key hashes `ident` (compiler identity, flags, versions) and the source; entries are
-    written atomically, validated by sha256, and builds of one key are serialized by a lock.
+    The key hashes `ident` (compiler identity, flags, versions) and the source; see runtime/cache.py.
     """
-    key = hashlib.sha256(json.dumps([B.CACHE_FORMAT, B.kerneldsl_version(), ident, source]).encode()).hexdigest()
-    hit = _artifacts.get(key)
-    if hit is not None:
-        B.stats.memory_hits += 1
-        return hit
-    d = B.cache_dir()
-    entry = _valid(d, key, suffix, repair=False)
-    if entry is None:
-        d.mkdir(parents=True, exist_ok=True)
-        with B._locked(d / f"{key}.lock"):
-            entry = _valid(d, key, suffix, repair=True) or _build(d, key, source, src_suffix, suffix, cmd_for, name)
-    if entry.from_cache:
-        B.stats.disk_hits += 1
-    _artifacts[key] = entry
-    return entry
-
-
-def _build(d, key, source, src_suffix, suffix, cmd_for, name) -> Artifact:
-    src = d / f"{key}{src_suffix}"
-    B._atomic_write(src, source.encode())
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f"{key}.", suffix=suffix + ".tmp")
-    os.close(fd)
-    try:
-        cmd = cmd_for(str(src), tmp)
-        B.stats.compiles += 1
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
-        except FileNotFoundError:
-            raise CompileError(f"compiler {cmd[0]!r} not found") from None
-        output = (proc.stderr + proc.stdout).strip()
-        if proc.returncode != 0:
-            raise CompileError(f"failed to compile kernel {name!r} (exit {proc.returncode}); source saved at "
-                               f"{src}\ncommand: {shlex.join(cmd)}\n{output[:B._MAX_OUTPUT]}",
-                               source_path=str(src), compiler_output=output)
-        out = d / f"{key}{suffix}"
-        digest = B._sha256_file(Path(tmp))
-        os.replace(tmp, out)
-        meta = {"sha256": digest, "name": name, "command": cmd, "output": output, "source_path": str(src),
-                "kerneldsl_version": B.kerneldsl_version(), "cache_format": B.CACHE_FORMAT}
-        B._atomic_write(d / f"{key}.json", json.dumps(meta, indent=1).encode())
-    finally:
-        B._unlink(Path(tmp))
-    return Artifact(str(out), str(src), key, output, False)
+    return cache.get(cache.Recipe(ident, source, src_suffix, suffix, cmd_for, name))
 
 
 # --- nvcc ----------------------------------------------------------------------------------
-def nvcc_path() -> str | None:
-    return shutil.which(os.environ.get("KERNELDSL_NVCC", "nvcc"))
+def nvcc_path(nvcc: str | None = None) -> str | None:
+    return shutil.which(nvcc or settings.nvcc)
 
 
 def default_arch() -> str:
     """The present GPU's sm_XY (a cubin runs only on its own major architecture), else
     $KERNELDSL_CUDA_ARCH, else sm_90."""
-    cc = _device_capability()
+    cc = device_capability()
     if cc:
         return f"sm_{cc[0]}{cc[1]}"
-    env = os.environ.get("KERNELDSL_CUDA_ARCH")
+    env = settings.cuda_arch
     if env:
         return env if env.startswith("sm_") else f"sm_{env}"
     return DEFAULT_ARCH
 
 
 @functools.cache
-def _device_capability():
+def device_capability():
+    """(major, minor) of the present GPU, or None (no driver, no device)."""
     try:
         drv = driver()
         return drv.capability() if drv is not None else None
     except Exception:  # noqa: BLE001 - no GPU, no driver: fine, we only compile
         return None
+
+
+register_gpu_probe(device_capability)  # Target.detect("cuda") asks the present GPU through it
 
 
 @dataclass(frozen=True)
@@ -155,15 +87,17 @@ class Cubin:
     report: str = ""  # ptxas -v's text
 
 
-def compile_cubin(source: str, arch: str | None = None, name: str = "kernel") -> Cubin:
-    """nvcc -cubin -arch=<arch> with -Werror all-warnings; resources parsed from ptxas -v."""
-    nvcc = nvcc_path()
+def compile_cubin(source: str, target: Target | None = None, name: str = "kernel", arch: str | None = None) -> Cubin:
+    """nvcc -cubin -arch=<arch> with -Werror all-warnings; resources parsed from ptxas -v. The
+    compiler and architecture are the target's (default: this machine's "cuda" target)."""
+    target = target or Target.detect("cuda")
+    nvcc = nvcc_path(target.nvcc)
     if nvcc is None:
         raise CompileError("nvcc not found: install the CUDA toolkit or set KERNELDSL_NVCC; "
                            "without a GPU, target='cuda-emu' runs the same kernels on the CPU")
-    arch = arch or default_arch()
+    arch = arch or target.cuda_arch or default_arch()
     flags = [*NVCC_FLAGS, f"-arch={arch}"]
-    ident = ["nvcc", B._compiler_identity((nvcc,)), flags]
+    ident = ["nvcc", identity((nvcc,), "KERNELDSL_NVCC"), flags]
     art = cached_artifact(ident, source, ".cu", ".cubin",
                           lambda src, out: [nvcc, "-cubin", *flags, "-o", out, src], name)
     return Cubin(art.path, arch, art.source_path, parse_ptxas(art.output), art.output)
@@ -287,7 +221,7 @@ class _CuPy:
 @functools.cache
 def driver():
     """The CUDA driver wrapper ($KERNELDSL_CUDA_DRIVER, else PyCUDA, else CuPy), or None."""
-    want = os.environ.get("KERNELDSL_CUDA_DRIVER", "").lower()
+    want = settings.cuda_driver.lower()
     order = {"pycuda": [_PyCuda], "cupy": [_CuPy]}.get(want, [_PyCuda, _CuPy])
     for cls in order:
         try:
@@ -298,26 +232,14 @@ def driver():
 
 
 def gpu_available() -> bool:
-    return nvcc_path() is not None and _device_capability() is not None
+    return nvcc_path() is not None and device_capability() is not None
 
 
 # --- the callable -------------------------------------------------------------------------
 def eval_cond(e: E.Expr, sizes: dict) -> bool:
     """Value of an entry check (comparisons, & | ~ of size expressions) on the host."""
-    from ..shapes import eval_int
-    if isinstance(e, E.Const):
-        return bool(e.value)
-    if isinstance(e, E.Unary) and e.op in ("not", "invert") and e.dtype == "bool":
-        return not eval_cond(e.x, sizes)
-    if isinstance(e, E.Binary):
-        if e.op in ("and", "or") and e.dtype == "bool":
-            a, b = eval_cond(e.a, sizes), eval_cond(e.b, sizes)
-            return (a and b) if e.op == "and" else (a or b)
-        cmp = {"lt": int.__lt__, "le": int.__le__, "gt": int.__gt__, "ge": int.__ge__,
-               "eq": int.__eq__, "ne": int.__ne__}.get(e.op)
-        if cmp is not None:
-            return cmp(eval_int(e.a, sizes), eval_int(e.b, sizes))
-    raise ValueError(f"cannot evaluate the entry check {e} on the host")
+    from ..ir.int_eval import eval_cond as cond
+    return cond(e, sizes)
 
 
 def _element_strides(a) -> list:
@@ -339,8 +261,10 @@ class GpuFunction(Function):
     `report` buffer. `f.kernels` lists each kernel with its launch and ptxas's resource report.
     """
 
-    def __init__(self, module, source, binary: str, inputs, outputs, drv, cubin: Cubin | None = None):
+    def __init__(self, module, source, binary: str, inputs, outputs, drv, cubin: Cubin | None = None,
+                 config=None):
         self.drv, self.launches, self.cuda_source, self._cubin = drv, source.launches, source, cubin
+        self.config = config
         self.module, self.source, self.source_path = module, source.text, getattr(cubin, "source_path", "")
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         self._mod = drv.load(binary)
@@ -355,13 +279,13 @@ class GpuFunction(Function):
         """ptxas's report per kernel (registers, spills, shared memory) for its int32 variant, the
         int64 variant's under "int64"; nvcc runs on first use."""
         if self._cubin is None:
-            self._cubin = compile_cubin(self.source)
+            self._cubin = compile_cubin(self.source, self.config.target.with_kind("cuda"))
         res = self._cubin.resources
         return {L.kernel: {**res.get(L.variant(32), {}), "int64": res.get(L.variant(64), {})} for L in self.launches}
 
     @property
     def arch(self) -> str:
-        return self._cubin.arch if self._cubin is not None else default_arch()
+        return self._cubin.arch if self._cubin is not None else (self.config.target.cuda_arch or default_arch())
 
     @property
     def kernels(self):
@@ -385,7 +309,7 @@ class GpuFunction(Function):
         outs = None if out is None else self._outputs(shapes[:self._nout], out, [])
         # (np.ascontiguousarray would make 0-d inputs 1-d)
         bufs = [a if isinstance(a, DeviceArray) or a.flags.c_contiguous else np.array(a, order="C") for a in arrays]
-        bufs += [np.empty(s, dtype=d) for s, d in zip(shapes, self._out_dtypes)]
+        bufs += self._allocate(shapes, 0)
         meta = list(sizes)
         for a in bufs:  # an empty array's strides are zero: a failed check then reads the dummy's element 0
             meta += _element_strides(a) if a.size else [0] * a.ndim
@@ -409,7 +333,6 @@ class GpuFunction(Function):
 
     def _run(self, bufs, named, meta, report, device_out=False):
         """(error code, the outputs as GPU arrays when device_out)."""
-        from ..codegen.cuda import KNOBS
         from ..shapes import eval_int
         drv, m = self.drv, self.module
         for c in m.checks:
@@ -429,12 +352,11 @@ class GpuFunction(Function):
             dev.append(d)
             ptrs.append(ptr)
         dev_report = drv.to_device(report)
-        max_blocks = self.cuda_source.knobs.get("max_blocks", KNOBS["max_blocks"])
         for L in self.launches:
             work = eval_int(L.work, named)
-            if work <= 0:
+            if work <= 0 or (L.runs_if is not None and not eval_cond(L.runs_if, named)):
                 continue
-            blocks = L.blocks(work, max_blocks)
+            blocks = L.blocks(work)
             span = blocks * L.threads + max(eval_int(e, named) for e in (L.work, *L.index_extents))
             args = []
             for p in L.params:
@@ -456,9 +378,9 @@ class GpuFunction(Function):
         return 0, None
 
 
-def make_gpu_function(module, source, cubin: Cubin, inputs, outputs):
+def make_gpu_function(module, source, cubin: Cubin, inputs, outputs, config=None):
     drv = driver()
     if drv is None:
         raise RuntimeError("target='cuda' needs PyCUDA or CuPy and a CUDA GPU; none was found "
                            "(set KERNELDSL_CUDA_DRIVER, or use target='cuda-emu' to run on the CPU)")
-    return GpuFunction(module, source, cubin.path, inputs, outputs, drv, cubin)
+    return GpuFunction(module, source, cubin.path, inputs, outputs, drv, cubin, config)

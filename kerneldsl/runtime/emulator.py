@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import shlex
 import shutil
 
 import numpy as np
 
 from ..codegen.c import TEMPLATES
 from ..errors import CompileError
-from . import build as B
+from ..settings import settings
+from ..target import Target
+from .build import identity
+from .cache import load_library
 from .cuda import cached_artifact
 
 EMU_FLAGS = ("-x", "c++", "-std=c++17", "-O1", "-fwrapv", "-fPIC", "-shared", "-w")
@@ -34,7 +35,7 @@ class EmulatorError(RuntimeError):
 
 
 def cxx_path() -> str | None:
-    cxx = shlex.split(os.environ.get("KERNELDSL_CXX") or "g++")
+    cxx = settings.cxx
     return shutil.which(cxx[0]) if cxx else None
 
 
@@ -43,29 +44,30 @@ def _header() -> str:
     return HEADER.read_text()
 
 
-def build_emulated(cu_text: str, name: str = "kernel") -> str:
-    """Compile CUDA source for the emulator (the header is prepended); the library's path."""
-    cxx = shlex.split(os.environ.get("KERNELDSL_CXX") or "g++")
+def build_emulated(cu_text: str, target: Target | None = None, name: str = "kernel") -> str:
+    """Compile CUDA source for the emulator (the header is prepended) with the target's C++
+    compiler (default: $KERNELDSL_CXX or g++); the library's path."""
+    cxx = list((target or Target.detect("cuda-emu")).cxx)
     if not cxx or shutil.which(cxx[0]) is None:
         raise CompileError(f"C++ compiler {cxx[0] if cxx else '<empty>'!r} not found; the CUDA emulator needs "
                            f"one (set KERNELDSL_CXX)")
     source = _header() + "\n#line 1 \"kernel.cu\"\n" + cu_text
-    ident = ["emu", B._compiler_identity(tuple(cxx)), list(EMU_FLAGS)]
+    ident = ["emu", identity(tuple(cxx), "KERNELDSL_CXX"), list(EMU_FLAGS)]
     art = cached_artifact(ident, source, ".emu.cpp", ".so",
                           lambda src, out: [*cxx, *EMU_FLAGS, "-o", out, src, "-lm", "-lpthread"], name)
     return art.path
 
 
 def _load(path: str) -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL(path)
+    try:  # closed again once the callable (or whoever holds the library) is gone
+        return load_library(path)
     except OSError as e:
         raise CompileError(f"built {path} but could not load it: {e}") from e
 
 
 def compile_emulated(cu_text: str, name: str = "kernel") -> ctypes.CDLL:
     """The emulator library of hand-written CUDA source (kernels launched with kd_emu::launch)."""
-    return _load(build_emulated(cu_text, name))
+    return _load(build_emulated(cu_text, None, name))
 
 
 def last_error(lib: ctypes.CDLL) -> str:
@@ -120,6 +122,7 @@ class EmulatorDriver:
         pass
 
 
-def make_emulated_function(module, source, inputs, outputs, name: str):
+def make_emulated_function(module, source, path: str, inputs, outputs, config=None):
+    """The GPU callable over the emulator library at `path` (from build_emulated)."""
     from .cuda import GpuFunction
-    return GpuFunction(module, source, build_emulated(source.text, name), inputs, outputs, EmulatorDriver())
+    return GpuFunction(module, source, path, inputs, outputs, EmulatorDriver(), None, config)

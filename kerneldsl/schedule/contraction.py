@@ -15,25 +15,21 @@ B is the operand reading the output's last axis, so that C's columns are its
 contiguous direction (for NCHW conv2d: A = W, M = co, N = (n, oh, ow), and B is
 the im2col view of X, read through its index expressions when packed).
 
-`plan(kernel)` attaches the GEMM template (kerneldsl/templates/c/gemm.c.j2) to
-a lowered kernel whose op matches; the plain loop nest stays in `Kernel.body`
-(the loop-IR interpreter and the template's fallback use it). Every numeric
-choice is a knob (`Kernel.knobs`): register tile MR x NR, cache blocks KC, MC,
-NC, threads, and the smallest work (M*N*K) worth the template.
+`plan_gemm(kernel)` finds the pieces of a kernel's plain loop nest that the GEMM
+templates (templates/c/gemm.c.j2, templates/cuda/gemm.cu.j2) print; the `template`
+step of a schedule attaches it with its knobs (schedule/templates.py). The loop
+nest stays in `Kernel.body`: the loop-IR interpreter and the CPU template's
+fallback for small work use it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
-import os
-import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..ir import expr as E
 from ..ir.bounds import interval
-from ..ir.loops import Assign, Checked, Declare, For, IfThenElse, Seq, Store
+from ..errors import ScheduleError
+from ..ir.loops import Assign, Checked, Declare, For, IfThenElse, Seq, Store, stmt_lines
 from ..ir.simplify import simplify
 from ..ir.tensor import ComputeOp
 
@@ -158,100 +154,6 @@ def _under_select(body: E.Expr, red: E.Reduce) -> bool:
     return found
 
 
-# --- knobs ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Isa:
-    name: str  # avx512 | avx2 | generic
-    vector_bytes: int
-
-
-@functools.cache
-def _host_isa(cc: tuple, flags: tuple) -> Isa:
-    """The SIMD width the build's compiler targets (asked once: `cc <flags> -dM -E`)."""
-    keep = [f for f in flags if f.startswith(("-m", "-f")) and f != "-fopenmp"]
-    try:
-        out = subprocess.run([*cc, *keep, "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
-                             text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    if "__AVX512F__" in out:
-        return Isa("avx512", 64)
-    if "__AVX2__" in out and "__FMA__" in out:
-        return Isa("avx2", 32)
-    return Isa("generic", 16)
-
-
-def host_isa() -> Isa:
-    from ..runtime.build import _compiler, _flags
-    return _host_isa(tuple(_compiler()), tuple(_flags(None)))
-
-
-# Register tiles (MR rows x NR columns of accumulators) per ISA and dtype: MR * NR / lanes
-# accumulators plus NR / lanes B vectors and one broadcast A must fit the vector registers
-# (16 on AVX2: 6 x 16 floats = 12 accumulators; 32 on AVX-512).
-_TILES = {
-    ("avx512", "float32"): (12, 32), ("avx512", "float64"): (12, 16),
-    ("avx2", "float32"): (6, 16), ("avx2", "float64"): (6, 8),
-    ("generic", "float32"): (4, 8), ("generic", "float64"): (4, 4),
-}
-KNOB_NAMES = ("mr", "nr", "kc", "mc", "nc", "threads", "min_work")
-_overrides: contextvars.ContextVar = contextvars.ContextVar("kerneldsl_gemm_knobs", default=None)
-
-
-@contextlib.contextmanager
-def knobs(**values):
-    """Override GEMM knobs for the builds in this block: `with knobs(kc=64, min_work=0): kd.build(...)`.
-
-    `mr`, `nr`: register tile (nr a multiple of the vector lanes); `kc`, `mc`, `nc`: cache blocks
-    (K depth, rows of the packed A block, columns of the packed B panel); `threads`: 0 for OpenMP's
-    default; `min_work`: below this M*N*K the loop nest runs instead; `enabled`: False keeps loop nests.
-    """
-    bad = set(values) - set(KNOB_NAMES) - {"enabled"}
-    if bad:
-        raise ValueError(f"unknown GEMM knob(s) {', '.join(sorted(bad))}; known: {', '.join(KNOB_NAMES)}, enabled")
-    token = _overrides.set({**(_overrides.get() or {}), **values})
-    try:
-        yield
-    finally:
-        _overrides.reset(token)
-
-
-def default_knobs(dtype: str, isa: Isa | None = None) -> dict:
-    isa = isa or host_isa()
-    size = 4 if dtype == "float32" else 8
-    mr, nr = _TILES[(isa.name, dtype)]
-    # KC: a KC x NR sliver of B (32 KiB) streams from L1/L2 on the k loop; deeper K blocks mean
-    # fewer passes of partial sums over C (measured on znver3: 512 beat 256 by ~5% at 2048^3)
-    kc = 2048 // size
-    mc = mr * max(1, 96 // mr)  # MC x KC of packed A: ~200 KiB, well inside L2 (512 KiB)
-    nc = nr * max(1, 4096 // nr)  # KC x NC of packed B: a few MiB of L3
-    return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "threads": 0, "min_work": 4096,
-            "lanes": isa.vector_bytes // size, "isa": isa.name}
-
-
-def resolve_knobs(dtype: str) -> dict | None:
-    """Defaults with the active overrides applied and checked; None when the template is off."""
-    over = dict(_overrides.get() or {})
-    env = os.environ.get("KERNELDSL_GEMM", "1").strip().lower()
-    if not over.pop("enabled", env not in ("0", "off", "false", "no")):
-        return None
-    k = {**default_knobs(dtype), **over}
-    for name in KNOB_NAMES:
-        if not isinstance(k[name], int) or isinstance(k[name], bool) or k[name] < 0:
-            raise ValueError(f"GEMM knob {name} must be a non-negative int, got {k[name]!r}")
-    for name in ("mr", "nr", "kc", "mc", "nc"):
-        if k[name] < 1:
-            raise ValueError(f"GEMM knob {name} must be at least 1, got {k[name]}")
-    if k["nr"] % k["lanes"]:
-        raise ValueError(f"GEMM knob nr={k['nr']} must be a multiple of the vector lanes ({k['lanes']} "
-                         f"{dtype} on {k['isa']})")
-    if k["mc"] % k["mr"] or k["nc"] % k["nr"]:
-        raise ValueError(f"GEMM knobs: mc ({k['mc']}) must be a multiple of mr ({k['mr']}) and nc "
-                         f"({k['nc']}) of nr ({k['nr']})")
-    return k
-
-
 # --- planning: a lowered kernel gets the template ----------------------------------------------
 
 @dataclass(frozen=True, eq=False)
@@ -264,19 +166,50 @@ class GemmPlan:
     acc: E.Var  # the accumulator the epilogue reads
     store: Store  # the loop nest's store: C's buffer, indices and epilogue value
 
+    def describe(self, kernel) -> list[str]:
+        """What runs, in the loop notation of the plain nests (templates/*/gemm.*.j2 do this)."""
+        c, k = self.contraction, kernel.knobs
+        names = lambda axes: ", ".join(a.name for a in axes) or "-"  # noqa: E731
+        lines = [f"# GEMM: batch ({names(c.batch)}), M ({names(c.m)}), N ({names(c.n)}), K ({names(c.k)})",
+                 f"#   A[m, k] = {c.a}", f"#   B[k, n] = {c.b}"]
+        if "mr" in k:  # the CPU's packed GEMM
+            lines += [
+                f"for work item in batch x slices of M or N:  # parallel ({k['threads'] or 'all'} threads) "
+                f"when M*N*K >= {k['parallel_min_work']}",
+                f"  for jc in range(0, N, {k['nc']}):",
+                f"    for pc in range(0, K, {k['kc']}):",
+                f"      pack B[pc:pc+{k['kc']}, jc:jc+{k['nc']}] into {k['nr']}-column slivers",
+                f"      for ic in range(0, M, {k['mc']}):",
+                f"        pack A[ic:ic+{k['mc']}, pc:pc+{k['kc']}] into {k['mr']}-row slivers",
+                f"        for jr, ir: {k['mr']}x{k['nr']} register tile += A sliver x B sliver  # FMA",
+                f"        on the last K block: {self.store_text()}",
+                f"# below M*N*K = {k['min_work']}, the loop nest:"]
+            return lines + ["#   " + ln for ln in stmt_lines(kernel.body)]
+        bm, bn, bk, tm, tn = (k[f"gemm_{x}"] for x in ("bm", "bn", "bk", "tm", "tn"))
+        return lines + [
+            f"for block tile in batch x M/{bm} x N/{bn}:  # blockIdx.x (grid-stride, at most {k['max_blocks']} blocks)",
+            f"  for kb in range(0, K, {bk}):  # {k['gemm_stages']} shared-memory stage(s)",
+            f"    load A[{bm}x{bk}], B[{bk}x{bn}] slices into shared memory",
+            f"    {(bm // tm) * (bn // tn)} threads: {tm}x{tn} register tile += A x B  # threadIdx.x",
+            f"  {self.store_text()}"]
 
-def plan(kernel):
-    """`kernel` with the GEMM template attached when its op is a contraction; else unchanged."""
+    def store_text(self) -> str:
+        s = self.store
+        value = E.substitute(s.value, {self.acc: E.Var("acc", self.acc.dtype)})
+        return f"{s.buffer.name}[{', '.join(map(str, s.indices))}] = {value}"
+
+
+def plan_gemm(kernel) -> GemmPlan:
+    """The GEMM plan of a kernel's plain loop nest; ScheduleError saying why when there is none."""
     c = match(kernel.op)
     if c is None:
-        return kernel
-    knobs_ = resolve_knobs(kernel.op.dtype)
-    if knobs_ is None:
-        return kernel
+        raise ScheduleError(f"kernel {kernel.name} is not a contraction (an elementwise epilogue of one sum "
+                            f"of a product of two operands), so the gemm template cannot run it")
     p = _lowered(kernel.body, c)
     if p is None:
-        return kernel
-    return replace(kernel, template="gemm", knobs=knobs_, contraction=p)
+        raise ScheduleError(f"kernel {kernel.name}: the gemm template needs the kernel's plain loop nest; "
+                            f"choose it before loop primitives")
+    return p
 
 
 def _lowered(body, c: Contraction) -> GemmPlan | None:

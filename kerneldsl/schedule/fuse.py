@@ -26,13 +26,21 @@ from dataclasses import dataclass
 
 from ..ir import expr as E
 from ..ir.simplify import simplify
-from ..ir.tensor import ComputeOp, topo_order
+from ..ir.printer import tensor_line
+from ..ir.tensor import ComputeOp, map_graph, topo_order
 
 
 @dataclass(frozen=True)
 class FusedGraph:
     outputs: tuple  # the rewritten outputs, in the caller's order
     fused: dict  # rewritten op -> names of the producers inlined into it
+
+    def __str__(self) -> str:
+        lines = []
+        for t in topo_order(self.outputs):
+            if isinstance(t, ComputeOp):
+                lines.append(tensor_line(t) + (f"  # fused: {', '.join(self.fused[t])}" if self.fused.get(t) else ""))
+        return "\n".join(lines)
 
 
 def is_injective(op: ComputeOp) -> bool:
@@ -166,25 +174,11 @@ def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
 
 
-def relink(outputs, replaced: dict) -> tuple:
-    """The graph with tensors replaced (`old -> new`) and every dependent rebuilt to read the new ones."""
-    new: dict = dict(replaced)
-    for t in topo_order(outputs):
-        if isinstance(t, ComputeOp) and t not in new:
-            def rule(n):
-                if isinstance(n, E.Load) and n.tensor in new and new[n.tensor] is not n.tensor:
-                    return E.Load(new[n.tensor], n.indices, n.dtype)
-                return None
-            body = E.transform(t.body, rule)
-            new[t] = t if body is t.body else _with_body(t, body)
-    return tuple(new.get(t, t) for t in outputs), new
-
-
 def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
     """Inline producers into their consumers until none qualifies (a fixed point), so that
     inlining one tensor can make another single-consumer (softmax: denominator, then row max)."""
     outputs = tuple(outputs)
-    force_names = {t.name for t in force}
+    force_names = {t if isinstance(t, str) else t.name for t in force}
     names: dict = {}
     for _ in range(10_000):
         users = consumers(outputs)
@@ -194,14 +188,10 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
             break
         rewritten = {}
         for u in users[pick]:
-            nu = _with_body(u, inline_load(u.body, pick))
+            nu = u.with_body(inline_load(u.body, pick))
             names[nu] = (*names.get(u, ()), *names.get(pick, ()), pick.name)
             rewritten[u] = nu
-        outputs, mapping = relink(outputs, rewritten)
+        outputs, mapping = map_graph(outputs, replaced=rewritten)
         names = {mapping.get(k, k): v for k, v in names.items()}
     return FusedGraph(outputs, {t: tuple(dict.fromkeys(names.get(t, ())))
                                 for t in topo_order(outputs) if isinstance(t, ComputeOp)})
-
-
-def _with_body(t: ComputeOp, body: E.Expr) -> ComputeOp:
-    return ComputeOp(t.name, t.shape, t.dtype, t.axes, body, t.uid)

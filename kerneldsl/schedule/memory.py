@@ -37,42 +37,27 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq
+from ..ir.loops import (Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store,
+                        map_stmt, seq, walk, walk_path)
 from ..ir.printer import expr_str
 from ..ir.simplify import simplify
-from .primitives import _names, find, loops, map_exprs, replace_loop
+from .primitives import declared_names, find, loops, map_exprs, replace_loop
 
 LOCAL_LIMIT_BYTES = 1 << 16  # a tile lives on the stack (per thread)
 
 
-def _accesses(s: Stmt, buf: Buffer, enclosing=(), under_if=False, out=None):
+def accesses(s: Stmt, buf: Buffer) -> list:
     """[(kind, indices, enclosing loops, under a condition)] of every load/store of `buf` in `s`."""
-    out = [] if out is None else out
-
-    def exprs(es):
-        for e in es:
-            for n in E.walk(e):
-                if isinstance(n, E.Load) and n.tensor is buf:
-                    out.append(("load", n.indices, enclosing, under_if or _guarded(e, n)))
-    if isinstance(s, Seq):
-        for x in s.stmts:
-            _accesses(x, buf, enclosing, under_if, out)
-    elif isinstance(s, For):
-        exprs((s.extent,))
-        _accesses(s.body, buf, enclosing + (s,), under_if, out)
-    elif isinstance(s, Allocate):
-        _accesses(s.body, buf, enclosing, under_if, out)
-    elif isinstance(s, IfThenElse):
-        exprs((s.cond,))
-        _accesses(s.then, buf, enclosing, True, out)
-        if s.otherwise is not None:
-            _accesses(s.otherwise, buf, enclosing, True, out)
-    elif isinstance(s, Store):
-        exprs((*s.indices, s.value))
-        if s.buffer is buf:
-            out.append(("store", s.indices, enclosing, under_if))
-    elif isinstance(s, (Declare, Assign)):
-        exprs((s.init if isinstance(s, Declare) else s.value,))
+    out = []
+    for x, ancestors in walk_path(s):
+        enclosing = tuple(a for a in ancestors if isinstance(a, For))
+        under_if = any(isinstance(a, IfThenElse) for a in ancestors)
+        for e in x.children():
+            if isinstance(e, E.Expr):
+                out += [("load", n.indices, enclosing, under_if or _guarded(e, n))
+                        for n in E.walk(e) if isinstance(n, E.Load) and n.tensor is buf]
+        if isinstance(x, Store) and x.buffer is buf:
+            out.append(("store", x.indices, enclosing, under_if))
     return out
 
 
@@ -98,7 +83,7 @@ def _tile(prim: str, lp: For, buf: Buffer, acc: list, guarded: bool = True):
         raise ScheduleError(f"{prim}: loop {name!r} does not access {buf.name}")
     inside = {x.var: x for x in loops(lp)}
     bound = set(inside)
-    for x in _all_stmts(lp):
+    for x in walk(lp):
         if isinstance(x, Declare):
             bound.add(x.var)
     indices = acc[0][1]
@@ -156,14 +141,6 @@ def _below(x: For, lp: For) -> bool:
     return any(x is y for y in loops(lp))
 
 
-def _all_stmts(s: Stmt):
-    yield s
-    kids = (s.stmts if isinstance(s, Seq) else (s.body,) if isinstance(s, (For, Allocate))
-            else (s.then,) + (() if s.otherwise is None else (s.otherwise,)) if isinstance(s, IfThenElse) else ())
-    for k in kids:
-        yield from _all_stmts(k)
-
-
 def _copy(fresh, dims, suffix: str, make):
     """A nest over the tile loops' extents (fresh variables): make(global indices, local indices)."""
     mapping, nest_loops = {}, []
@@ -202,7 +179,7 @@ def _redirect(s: Stmt, buf: Buffer, local: Buffer, lidx: tuple, stores: bool) ->
 
 def _buffer(body: Stmt, lp: For, name: str, prim: str) -> Buffer:
     bufs = {}
-    for x in _all_stmts(lp):
+    for x in walk(lp):
         if isinstance(x, Store):
             bufs.setdefault(x.buffer.name, x.buffer)
         for e in (x.indices + (x.value,) if isinstance(x, Store) else (x.init,) if isinstance(x, Declare)
@@ -222,7 +199,7 @@ def cache_write(body: Stmt, tensor: str, name: str) -> Stmt:
     `tensor` once before the loop (when the loop reads it) and written back once after it."""
     lp = find(body, name)
     buf = _buffer(body, lp, tensor, "cache_write")
-    acc = _accesses(lp, buf)
+    acc = accesses(lp, buf)
     if not any(kind == "store" for kind, *_ in acc):
         raise ScheduleError(f"cache_write: loop {name!r} does not write {buf.name}; use cache_read")
     par = [x.var.name for x in loops(lp) if x.kind != "serial" and x.kind not in ("unrolled", "vectorized")]
@@ -230,7 +207,7 @@ def cache_write(body: Stmt, tensor: str, name: str) -> Stmt:
         raise ScheduleError(f"cache_write: loop {par[0]!r} inside {name!r} is {find(lp, par[0]).kind}; the "
                             f"local tile would be shared by its iterations")
     dims, _ = _tile("cache_write", lp, buf, acc, guarded=False)
-    fresh = NameScope(_names(body)).fresh
+    fresh = NameScope(declared_names(body)).fresh
     local, lidx = _local(fresh, buf, dims)
     # always read the tile first: points the loop does not write (a short or empty inner loop)
     # go back unchanged
@@ -245,11 +222,11 @@ def cache_read(body: Stmt, tensor: str, name: str) -> Stmt:
     and read it from there."""
     lp = find(body, name)
     buf = _buffer(body, lp, tensor, "cache_read")
-    acc = _accesses(lp, buf)
+    acc = accesses(lp, buf)
     if any(kind == "store" for kind, *_ in acc):
         raise ScheduleError(f"cache_read: loop {name!r} writes {buf.name}; use cache_write")
     dims, guard = _tile("cache_read", lp, buf, acc)
-    fresh = NameScope(_names(body)).fresh
+    fresh = NameScope(declared_names(body)).fresh
     local, lidx = _local(fresh, buf, dims)
     copy = _copy(fresh, dims, "c", lambda g, loc: Store(local, loc, E.Load(buf, g, buf.dtype)))
     if guard is not None:
@@ -281,8 +258,8 @@ def compute_at(producer: Stmt, pbuf: Buffer, consumer: Stmt, name: str) -> Stmt:
                             f"(it has statements outside its outermost loop)")
     if lp.kind == "vectorized":
         raise ScheduleError(f"compute_at: loop {name!r} is vectorized; a row loop cannot go inside it")
-    inside = _accesses(lp, pbuf)
-    total = _accesses(consumer, pbuf)
+    inside = accesses(lp, pbuf)
+    total = accesses(consumer, pbuf)
     if len(inside) != len(total) or not total:
         raise ScheduleError(f"compute_at: the consumer reads {pbuf.name} outside loop {name!r}"
                             if total else f"compute_at: the consumer does not read {pbuf.name}")
@@ -291,9 +268,9 @@ def compute_at(producer: Stmt, pbuf: Buffer, consumer: Stmt, name: str) -> Stmt:
             raise ScheduleError(f"compute_at: the consumer reads {pbuf.name}[{', '.join(map(expr_str, idx))}] "
                                 f"inside loop {name!r}; only reads of row {name} (first index exactly "
                                 f"{name}) are supported")
-    fresh = NameScope(_names(consumer)).fresh
+    fresh = NameScope(declared_names(consumer)).fresh
     rename = {}
-    for x in _all_stmts(row.body):
+    for x in walk(row.body):
         if isinstance(x, (For, Declare)) and x.var not in rename:
             rename[x.var] = E.Var(fresh(x.var.name), x.var.dtype)
     rows = _rename(row.body, rename)
@@ -304,19 +281,11 @@ def compute_at(producer: Stmt, pbuf: Buffer, consumer: Stmt, name: str) -> Stmt:
 
 
 def _rename(s: Stmt, m: dict) -> Stmt:
-    def go(x):
-        if isinstance(x, Seq):
-            return Seq(tuple(go(y) for y in x.stmts))
+    """`s` with the variables of `m` renamed (binders and uses); its parallel loops made serial."""
+    def rebind(x):
         if isinstance(x, For):
-            return replace(x, var=m.get(x.var, x.var), body=go(x.body),
-                           kind="serial" if x.kind == "parallel" else x.kind)
-        if isinstance(x, Allocate):
-            return Allocate(x.buffer, go(x.body))
-        if isinstance(x, IfThenElse):
-            return IfThenElse(x.cond, go(x.then), None if x.otherwise is None else go(x.otherwise))
-        if isinstance(x, Declare):
-            return Declare(m.get(x.var, x.var), x.init)
-        if isinstance(x, Assign):
-            return Assign(m.get(x.var, x.var), x.value)
-        return x
-    return map_exprs(go(s), lambda e: E.substitute(e, m))
+            return replace(x, var=m.get(x.var, x.var), kind="serial" if x.kind == "parallel" else x.kind)
+        if isinstance(x, (Declare, Assign)) and x.var in m:
+            return replace(x, var=m[x.var])
+        return None
+    return map_stmt(s, rebind, lambda e: E.substitute(e, m))

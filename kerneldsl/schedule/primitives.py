@@ -16,65 +16,26 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import Allocate, Assign, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store
+from ..ir.loops import (Allocate, Assign, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, loops,
+                        map_stmt, walk)
+from ..ir.lower import extreme_update
 from ..ir.simplify import simplify
 
 
 def map_exprs(s: Stmt, f) -> Stmt:
-    """Apply `f` to every expression of a statement tree (bottom-up rebuild)."""
-    if isinstance(s, Seq):
-        return Seq(tuple(map_exprs(x, f) for x in s.stmts))
-    if isinstance(s, For):
-        return replace(s, extent=f(s.extent), body=map_exprs(s.body, f),
-                       work=None if s.work is None else f(s.work))
-    if isinstance(s, Store):
-        return Store(s.buffer, tuple(f(i) for i in s.indices), f(s.value))
-    if isinstance(s, Declare):
-        return Declare(s.var, f(s.init))
-    if isinstance(s, Assign):
-        return Assign(s.var, f(s.value))
-    if isinstance(s, IfThenElse):
-        return IfThenElse(f(s.cond), map_exprs(s.then, f), None if s.otherwise is None else map_exprs(s.otherwise, f))
-    if isinstance(s, Allocate):
-        return Allocate(s.buffer, map_exprs(s.body, f))
-    return s
+    """Apply `f` to every expression child of a statement tree (bottom-up rebuild)."""
+    return map_stmt(s, expr_fn=f)
 
 
 def map_leaves(s: Stmt, leaf) -> Stmt:
-    """Rebuild a statement tree with `leaf(statement)` in place of each non-compound statement."""
-    from ..ir.loops import Allocate
-    if isinstance(s, Seq):
-        return Seq(tuple(map_leaves(x, leaf) for x in s.stmts))
-    if isinstance(s, For):
-        return replace(s, body=map_leaves(s.body, leaf))
-    if isinstance(s, Allocate):
-        return Allocate(s.buffer, map_leaves(s.body, leaf))
-    if isinstance(s, IfThenElse):
-        return IfThenElse(s.cond, map_leaves(s.then, leaf),
-                          None if s.otherwise is None else map_leaves(s.otherwise, leaf))
-    return leaf(s)
+    """Rebuild a statement tree with `leaf(statement)` in place of each statement holding no other."""
+    def fn(n):
+        return None if any(isinstance(c, Stmt) for c in n.children()) or isinstance(n, Seq) else leaf(n)
+    return map_stmt(s, fn)
 
 
 def substitute(s: Stmt, mapping: dict) -> Stmt:
     return map_exprs(s, lambda e: simplify(E.substitute(e, mapping)))
-
-
-def loops(s: Stmt) -> list[For]:
-    """All loops, outermost first (pre-order)."""
-    out = []
-    if isinstance(s, For):
-        out.append(s)
-        out += loops(s.body)
-    elif isinstance(s, Seq):
-        for x in s.stmts:
-            out += loops(x)
-    elif isinstance(s, IfThenElse):
-        out += loops(s.then)
-        if s.otherwise is not None:
-            out += loops(s.otherwise)
-    elif isinstance(s, Allocate):
-        out += loops(s.body)
-    return out
 
 
 def find(s: Stmt, name: str) -> For:
@@ -88,42 +49,23 @@ def find(s: Stmt, name: str) -> For:
 def replace_loop(s: Stmt, target: For, new: Stmt) -> Stmt:
     if s is target:
         return new
-    if isinstance(s, For):
-        return replace(s, body=replace_loop(s.body, target, new))
-    if isinstance(s, Seq):
-        return Seq(tuple(replace_loop(x, target, new) for x in s.stmts))
-    if isinstance(s, IfThenElse):
-        return IfThenElse(s.cond, replace_loop(s.then, target, new),
-                          None if s.otherwise is None else replace_loop(s.otherwise, target, new))
-    if isinstance(s, Allocate):
-        return Allocate(s.buffer, replace_loop(s.body, target, new))
-    return s
+    kids = tuple(replace_loop(c, target, new) if isinstance(c, Stmt) else c for c in s.children())
+    return s.rebuild(kids)
 
 
-def _names(s: Stmt) -> set:
-    used = {lp.var.name for lp in loops(s)}
-
-    def visit(x):
-        if isinstance(x, Seq):
-            for y in x.stmts:
-                visit(y)
-        elif isinstance(x, For):
-            visit(x.body)
-        elif isinstance(x, IfThenElse):
-            visit(x.then)
-            if x.otherwise is not None:
-                visit(x.otherwise)
-        elif isinstance(x, (Declare, Assign)):
+def declared_names(s: Stmt) -> set:
+    """Names declared inside `s`: loop variables, scalars, local arrays."""
+    used = set()
+    for x in walk(s):
+        if isinstance(x, (For, Declare, Assign)):
             used.add(x.var.name)
         elif isinstance(x, Allocate):
             used.add(x.buffer.name)
-            visit(x.body)
-    visit(s)
     return used
 
 
 def _fresh(s: Stmt, base: str) -> E.Var:
-    return E.Var(NameScope(_names(s)).fresh(base), "int64")
+    return E.Var(NameScope(declared_names(s)).fresh(base), "int64")
 
 
 def _divides(extent: E.Expr, factor: int) -> bool:
@@ -134,7 +76,7 @@ def split(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
     if not isinstance(factor, int) or factor < 1:
         raise ScheduleError(f"split of loop {name!r}: the factor must be a positive int, got {factor!r}")
     lp = find(body, name)
-    names = NameScope(_names(body))
+    names = NameScope(declared_names(body))
     outer, inner = (E.Var(names.fresh(f"{name}_{part}"), "int64") for part in ("o", "i"))
     f = E.Const(factor, "int64")
     value = simplify(outer * f + inner)
@@ -144,7 +86,7 @@ def split(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
     kind_in = lp.kind if lp.kind in ("vectorized", "unrolled") else "serial"
     kind_out = lp.kind if lp.kind not in ("vectorized", "unrolled") else "serial"
     new = For(outer, simplify((lp.extent + (factor - 1)) // f), For(inner, inner_extent, inner_body, kind_in),
-              kind_out, lp.work)
+              kind_out)
     return replace_loop(body, lp, new), outer.name, inner.name
 
 
@@ -220,16 +162,25 @@ def fuse(body: Stmt, outer: str, inner: str) -> tuple[Stmt, str]:
         raise ScheduleError(f"fuse: loop {inner!r} must be the only statement inside {outer!r}")
     v = _fresh(body, f"{outer}_{inner}")
     mapping = {o.var: simplify(v // i.extent), i.var: simplify(v % i.extent)}
-    new = For(v, simplify(o.extent * i.extent), substitute(i.body, mapping), o.kind, o.work)
+    new = For(v, simplify(o.extent * i.extent), substitute(i.body, mapping), o.kind)
     return replace_loop(body, o, new), v.name
 
 
-def set_kind(body: Stmt, name: str, kind: str) -> Stmt:
+def set_kind(body: Stmt, name: str, kind: str, reduction: bool = False) -> Stmt:
+    """The loop `name` marked `kind`. A parallel loop may update outer accumulators only with
+    `reduction` (parallel_reduce) and only by plain sums or products, which OpenMP's reduction
+    clause combines; anything else is a race."""
     lp = find(body, name)
     if kind == "vectorized" and any(isinstance(x, For) for x in loops(lp.body)):
         raise ScheduleError(f"vectorize: loop {name!r} is not innermost")
+    if kind == "vectorized" and extreme_update(lp) is None:
+        for x in walk(lp.body):  # SIMD lanes combine plain sums and products only (and max/min, above)
+            if isinstance(x, Assign) and x.var in outer_updates(lp) and not (
+                    isinstance(x.value, E.Binary) and x.value.op in ("add", "mul") and x.value.a is x.var):
+                raise ScheduleError(f"vectorize: loop {name!r} updates {x.var.name} in a way SIMD lanes cannot "
+                                    f"combine (only sums, products and lowering's max/min)")
     if kind == "parallel":
-        _check_parallel(body, lp)
+        _check_parallel(body, lp, reduction)
     if kind.startswith(("block_", "thread_")):
         around = [a.buffer.name for a in _allocates(body) if lp in loops(a.body)]
         if around:
@@ -239,41 +190,22 @@ def set_kind(body: Stmt, name: str, kind: str) -> Stmt:
 
 
 def _allocates(s: Stmt) -> list:
-    if isinstance(s, Allocate):
-        return [s, *_allocates(s.body)]
-    if isinstance(s, Seq):
-        return [a for x in s.stmts for a in _allocates(x)]
-    if isinstance(s, For):
-        return _allocates(s.body)
-    if isinstance(s, IfThenElse):
-        return _allocates(s.then) + ([] if s.otherwise is None else _allocates(s.otherwise))
-    return []
+    return [x for x in walk(s) if isinstance(x, Allocate)]
 
 
-def _check_parallel(body: Stmt, lp: For) -> None:
-    """Parallel iterations must not update a scalar declared outside the loop (a reduction)."""
-    declared_inside = set()
-
-    def visit(x, updates):
-        if isinstance(x, Seq):
-            for y in x.stmts:
-                visit(y, updates)
-        elif isinstance(x, For):
-            visit(x.body, updates)
-        elif isinstance(x, IfThenElse):
-            visit(x.then, updates)
-            if x.otherwise is not None:
-                visit(x.otherwise, updates)
-        elif isinstance(x, Allocate):
-            visit(x.body, updates)
-        elif isinstance(x, Declare):
-            declared_inside.add(x.var)
-        elif isinstance(x, Assign):
-            updates.append(x.var)
-
-    updates: list = []
-    visit(lp.body, updates)
-    bad = [v for v in updates if v not in declared_inside]
+def _check_parallel(body: Stmt, lp: For, reduction: bool = False) -> None:
+    """Parallel iterations must not update a scalar declared outside the loop (a reduction),
+    unless the loop is a parallel_reduce of plain sums and products."""
+    bad = outer_updates(lp)
+    if reduction:
+        if not bad:
+            raise ScheduleError(f"parallel_reduce: loop {lp.var.name!r} updates no accumulator; use parallel")
+        for x in walk(lp.body):
+            if isinstance(x, Assign) and x.var in bad and not (
+                    isinstance(x.value, E.Binary) and x.value.op in ("add", "mul") and x.value.a is x.var):
+                raise ScheduleError(f"parallel_reduce: loop {lp.var.name!r} updates {x.var.name} other than by a "
+                                    f"plain sum or product (max, min and argmax need rfactor)")
+        bad = []
     if bad:
         raise ScheduleError(f"parallel: loop {lp.var.name!r} is a reduction loop (its iterations update "
                             f"{bad[0].name}); use rfactor to parallelize a reduction")
@@ -281,6 +213,13 @@ def _check_parallel(body: Stmt, lp: For) -> None:
         if other.kind == "parallel" and other is not lp and (lp in loops(other.body) or other in loops(lp.body)):
             raise ScheduleError(f"parallel: loop {lp.var.name!r} is nested with the parallel loop "
                                 f"{other.var.name!r}; only one level of parallelism is supported")
+
+
+def outer_updates(loop: For) -> list:
+    """Scalars the loop's iterations assign but do not declare: its reduction accumulators."""
+    inside = list(walk(loop.body))
+    declared = {x.var for x in inside if isinstance(x, Declare)}
+    return list(dict.fromkeys(x.var for x in inside if isinstance(x, Assign) and x.var not in declared))
 
 
 def decompose_reduction(body: Stmt, name: str) -> Stmt:

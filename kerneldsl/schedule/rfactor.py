@@ -27,7 +27,7 @@ from ..errors import ScheduleError
 from ..ir import expr as E
 from ..ir.loops import Allocate, Assign, Buffer, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq
 from ..ir.simplify import simplify
-from .primitives import _names, find, replace_loop, substitute
+from .primitives import declared_names, find, replace_loop, substitute
 
 
 def rfactor(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
@@ -35,7 +35,7 @@ def rfactor(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
         raise ScheduleError(f"rfactor of loop {name!r}: the factor must be a positive int, got {factor!r}")
     lp = find(body, name)
     acc, op, cond, v = reduction_of(lp)
-    fresh = NameScope(_names(body)).fresh
+    fresh = NameScope(declared_names(body)).fresh
 
     ro, ri, rc = (E.Var(fresh(f"{name}_{s}"), "int64") for s in ("o", "i", "c"))
     accp = E.Var(fresh(f"{acc.name}_p"), acc.dtype)
@@ -50,7 +50,7 @@ def rfactor(body: Stmt, name: str, factor: int) -> tuple[Stmt, str, str]:
     kind_out = "parallel" if lp.kind == "parallel" else "serial"
     partials = For(ro, f, seq(Declare(accp, identity), For(ri, inner_extent, inner, kind_in),
                               Store(part, (ro,), accp)),
-                   kind_out, lp.work if lp.work is not None else lp.extent)
+                   kind_out)
     p = E.Load(part, (rc,), acc.dtype)
     if op in ("add", "mul"):
         combine = Assign(acc, E.Binary(op, acc, p, acc.dtype))
@@ -72,24 +72,9 @@ def _identity(op: str, dtype: str) -> E.Expr:
 def _stmts(s: Stmt, parent=None):
     """(statement, parent) for every statement below `s`."""
     yield s, parent
-    kids = (s.stmts if isinstance(s, Seq) else (s.body,) if isinstance(s, (For, Allocate))
-            else (s.then,) + (() if s.otherwise is None else (s.otherwise,)) if isinstance(s, IfThenElse) else ())
-    for k in kids:
-        yield from _stmts(k, s)
-
-
-def _exprs(s: Stmt) -> tuple:
-    if isinstance(s, For):
-        return (s.extent,)
-    if isinstance(s, Store):
-        return (*s.indices, s.value)
-    if isinstance(s, Declare):
-        return (s.init,)
-    if isinstance(s, Assign):
-        return (s.value,)
-    if isinstance(s, IfThenElse):
-        return (s.cond,)
-    return ()
+    for k in s.children():
+        if isinstance(k, Stmt):
+            yield from _stmts(k, s)
 
 
 def reduction_of(lp: For):
@@ -132,7 +117,7 @@ def reduction_of(lp: For):
         raise ScheduleError(f"rfactor: the update of {acc.name} in loop {name!r} is not a plain sum, product, "
                             f"max or min")
     for s, _ in nodes:
-        if s not in allowed and any(acc in E.walk(e) for e in _exprs(s)):
+        if s not in allowed and any(acc in E.walk(e) for e in s.children() if isinstance(e, E.Expr)):
             raise ScheduleError(f"rfactor: loop {name!r} reads the accumulator {acc.name} outside its update; "
                                 f"its partial values cannot be split")
     return acc, ops.pop(), cond, v

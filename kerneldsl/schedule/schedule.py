@@ -1,26 +1,35 @@
-"""The user-facing schedule: a default loop nest per kernel, changed by primitives, recorded as a trace.
+"""The user-facing schedule: the kernels of a build, their templates and loop nests, changed by
+primitives and recorded as steps (a replayable trace; with the target, a `Config`).
 
-    s = kd.schedule(C)                     # the default schedule, as an (empty) trace
-    i, j = s.loops(C)
-    io, ii = s.split(i, 32); s.vectorize(ii); s.parallel(io)
-    print(s)                               # the loop nest
-    f = kd.build([A, B], [C], schedule=s)
-    s.trace.to_json()                      # replayable on the same workload
+    s = kd.schedule(C)                     # the default schedule: every choice is a step
+    print(s)                               # what runs, kernel by kernel
+    s.knobs(C, kc=128)                     # C runs the GEMM template: tune its knobs
+    s.template(C, "loops")                 # ... or run its loop nest, scheduled by hand:
+    i, j, r = s.loops(C)
+    io, ii = s.split(i, 32); s.parallel(io)
+    f = kd.build([A, B], [C], schedule=s)  # or config=s.config, or config=s.config.to_json()
 
-The trace is the tuning record: replaying it on the same graph gives the same
-kernels (`kd.schedule(C, trace=Trace.from_json(text))`).
+Replaying the steps on the same graph gives the same kernels (`kd.schedule(C, trace=...)`).
+A kernel without a `template` step in a given trace gets its default steps first.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import ScheduleError
 from ..ir.lower import Kernel, Module, lower
+from ..ir.rewrite import rewrite_graph as rewrite
+from ..ir.simplify import SIMPLIFY
 from ..ir.tensor import ComputeOp, Placeholder, Tensor, topo_order
+from ..target import Target
 from . import primitives as P
+from .config import Config, Trace
+from .defaults import apply_template, default_steps, loop_marks_allowed, steps_for
 from .fuse import fuse as fuse_graph
+from .fuse import is_injective
+from .reuse import reuse_through_output
+from .templates import family
 
 
 @dataclass(frozen=True)
@@ -33,49 +42,67 @@ class LoopRef:
         return f"{self.kernel}.{self.name}"
 
 
-@dataclass
-class Trace:
-    steps: list = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(self.steps, indent=None)
-
-    @staticmethod
-    def from_json(text: str) -> Trace:
-        steps = json.loads(text)
-        if not isinstance(steps, list) or not all(isinstance(s, dict) and "primitive" in s for s in steps):
-            raise ScheduleError("a trace is a JSON list of steps, each an object with a 'primitive'")
-        return Trace(steps)
-
-    def __str__(self) -> str:
-        return "\n".join(
-            f"{s['primitive']}(" + ", ".join(f"{k}={v!r}" for k, v in s.items() if k != "primitive") + ")"
-            for s in self.steps)
-
-
-LOOP_PRIMITIVES = ("split", "tile", "reorder", "fuse", "unroll", "vectorize", "parallel", "bind", "serial",
-                   "decompose_reduction")
+KIND_PRIMITIVES = {"vectorize": "vectorized", "parallel": "parallel", "parallel_reduce": "parallel",
+                   "unroll": "unrolled", "serial": "serial"}
 GPU_AXES = {"blockIdx.x": "block_x", "blockIdx.y": "block_y", "blockIdx.z": "block_z",
             "threadIdx.x": "thread_x", "threadIdx.y": "thread_y", "threadIdx.z": "thread_z"}
+LOOP_PRIMITIVES = ("split", "tile", "reorder", "fuse", "unroll", "vectorize", "parallel", "parallel_reduce", "bind",
+                   "serial",
+                   "decompose_reduction", "rfactor", "cache_read", "cache_write", "compute_at", "reuse_output")
+
+
+def _call(name, fn, *args):
+    return fn(*args)
+
+
+def front(outputs, inputs, fuse: bool, inline=(), run=_call) -> Module:
+    """The plain module: the graph rewritten by the graph rule sets, fused (with the tensors named
+    in `inline` inlined), every kernel its plain loop nest. `run(name, fn, *args)` runs each
+    pass (the pipeline's logs them)."""
+    graph = run("rewrite", rewrite_graph, tuple(outputs))
+    fused = run("fuse", fuse_graph, graph, fuse, tuple(inline))
+    return run("lower", lower, list(inputs), list(fused.outputs), fused.fused)
+
+
+GRAPH_RULES: list = list(SIMPLIFY)  # canonicalize: exact simplifications (ir/simplify.py)
+
+
+def rewrite_graph(outputs) -> tuple:
+    """The graph rewrite pass: the rule sets every build runs on the op bodies (ir/rewrite.py)."""
+    new, _ = rewrite(tuple(outputs), GRAPH_RULES)
+    return new
 
 
 class Schedule:
-    def __init__(self, outputs, inputs=None, trace: Trace | None = None, fuse: bool = True):
+    def __init__(self, outputs, inputs=None, trace: Trace | None = None, fuse: bool = True, target=None):
         outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
         self.outputs = tuple(outputs)
         order = topo_order(self.outputs)
         self.inputs = tuple(inputs) if inputs is not None else tuple(t for t in order if isinstance(t, Placeholder))
         self.fuse_enabled = fuse
-        self.trace = Trace()
-        self._inline: set = set()
-        self._relower()
-        for step in (trace.steps if trace is not None else []):
-            self.apply(step)
+        self.target = Target.resolve(target)
+        self._replay(list(trace.steps) if trace is not None else [])
+
+    @staticmethod
+    def on(outputs, inputs, plain: Module, steps, config: Config) -> Schedule:
+        """The schedule of `config` applied to `plain` (the module front() made for its inlines)."""
+        s = Schedule.__new__(Schedule)
+        s.outputs, s.inputs = tuple(outputs), tuple(inputs)
+        s.fuse_enabled, s.target = config.fuse, config.target
+        s._replay(list(steps), plain)
+        return s
 
     # --- state ---------------------------------------------------------------------
-    def _relower(self) -> None:
-        graph = fuse_graph(self.outputs, self.fuse_enabled, force=self._inline)
-        self.module: Module = lower(list(self.inputs), list(graph.outputs), graph.fused)
+    def _replay(self, steps: list, plain: Module | None = None) -> None:
+        """Lower the graph afresh and apply `steps`, defaults first for kernels they do not template."""
+        inline = [self._inlinable(st["tensor"]).name for st in steps if st.get("primitive") == "compute_inline"]
+        self.plain = plain if plain is not None else front(self.outputs, self.inputs, self.fuse_enabled, inline)
+        templated = {st.get("kernel") for st in steps if st.get("primitive") == "template"}
+        defaults = [st for k in self.plain.kernels if k.name not in templated for st in default_steps(k, self.target)]
+        self.module = self.plain
+        self.trace = Trace()
+        for st in defaults + steps:
+            self.apply(st)
 
     def kernel(self, name: str) -> Kernel:
         for k in self.module.kernels:
@@ -83,10 +110,19 @@ class Schedule:
                 return k
         raise ScheduleError(f"no kernel named {name!r}; kernels: {', '.join(k.name for k in self.module.kernels)}")
 
-    def _set_body(self, kernel: Kernel, body) -> None:
-        ks = tuple(Kernel(k.name, k.op, body, k.fused) if k is kernel else k for k in self.module.kernels)
+    def _set(self, kernel: Kernel, new: Kernel) -> None:
+        ks = tuple(new if k is kernel else k for k in self.module.kernels)
         m = self.module
         self.module = Module(m.inputs, m.outputs, m.temps, m.sizes, ks, m.checks, m.errors, m.tensors)
+
+    def _set_body(self, kernel: Kernel, body) -> None:
+        self._set(kernel, Kernel(kernel.name, kernel.op, body, kernel.fused, kernel.template, kernel.knobs,
+                                 kernel.plan, kernel.axis_vars))
+
+    @property
+    def config(self) -> Config:
+        """This schedule as data: the target, fusion and every step (JSON with .to_json())."""
+        return Config(self.target, tuple(dict(st) for st in self.trace.steps), self.fuse_enabled)
 
     def __str__(self) -> str:
         return str(self.module)
@@ -94,7 +130,7 @@ class Schedule:
     # --- handles -------------------------------------------------------------------
     def loops(self, tensor) -> tuple[LoopRef, ...]:
         """Handles on the loops of the kernel computing `tensor`, outermost first."""
-        k = self.kernel(tensor.name if isinstance(tensor, Tensor) else str(tensor))
+        k = self.kernel(_name(tensor))
         return tuple(LoopRef(k.name, lp.var.name) for lp in P.loops(k.body))
 
     @staticmethod
@@ -103,125 +139,179 @@ class Schedule:
             raise ScheduleError(f"expected a loop handle from s.loops(...), got {loop!r}")
         return loop
 
-    # --- primitives (each records a step) ------------------------------------------
+    # --- replay ----------------------------------------------------------------------
     def apply(self, step: dict):
-        step = dict(step)
+        """Apply one recorded step (a dict of a trace); returns what the primitive returns."""
+        step = {k: v for k, v in dict(step).items()}
         prim = step.get("primitive")
+        if prim == "template":
+            return self._template(step)
         if prim == "compute_inline":
-            return self.compute_inline(step["tensor"])
-        if prim == "compute_at":
-            return self.compute_at(step["tensor"], LoopRef(step["kernel"], step["loop"]))
-        if prim in ("cache_read", "cache_write"):
-            return getattr(self, prim)(step["tensor"], LoopRef(step["kernel"], step["loop"]))
-        if prim == "rfactor":
-            return self.rfactor(LoopRef(step["kernel"], step["loop"]), step["factor"])
+            return self._record(step)  # applied when the graph was lowered (see _replay)
         if prim not in LOOP_PRIMITIVES:
             raise ScheduleError(f"unknown schedule primitive {prim!r}")
         k = self.kernel(step["kernel"])
-        ref = lambda n: LoopRef(k.name, n)
-        if prim == "split":
-            return self.split(ref(step["loop"]), step["factor"])
-        if prim == "tile":
-            return self.tile(ref(step["loops"][0]), ref(step["loops"][1]), *step["factors"])
-        if prim == "reorder":
-            return self.reorder(*[ref(n) for n in step["loops"]])
-        if prim == "fuse":
-            return self.fuse(ref(step["loops"][0]), ref(step["loops"][1]))
-        if prim == "bind":
-            return self.bind(ref(step["loop"]), step["axis"])
-        return getattr(self, prim)(ref(step["loop"]))
+        loop_marks_allowed(k, prim)
+        result = getattr(self, "_" + prim)(k, step)
+        self._record({**step, "kernel": k.name})
+        return result
 
     def _record(self, step: dict) -> None:
         self.trace.steps.append(step)
 
+    def _template(self, step: dict):
+        k = self.kernel(step["kernel"])
+        self._set(k, apply_template(k, step["template"], dict(step.get("knobs") or {}), self.target))
+        k = self.kernel(step["kernel"])
+        self._record({"primitive": "template", "kernel": k.name, "template": k.template, "knobs": dict(k.knobs)})
+
+    # --- templates and knobs ---------------------------------------------------------
+    def template(self, tensor, name: str, **knobs) -> None:
+        """Run the kernel computing `tensor` with template `name` (see schedule/templates.py),
+        from its plain loop nest: the kernel's earlier steps are replaced by the template's
+        defaults (for `loops` on the CPU: its parallel and vectorized marks)."""
+        k = self.kernel(_name(tensor))
+        plain = next(p for p in self.plain.kernels if p.name == k.name)
+        rest = [st for st in self.trace.steps if st.get("kernel") != k.name]
+        self._replay(rest + steps_for(plain, name, knobs, self.target))
+
+    def knobs(self, tensor, **values) -> None:
+        """Change knobs of the template running the kernel of `tensor`: `s.knobs(C, kc=128)`."""
+        k = self.kernel(_name(tensor))
+        steps = [dict(st) for st in self.trace.steps]
+        for st in reversed(steps):
+            if st.get("primitive") == "template" and st.get("kernel") == k.name:
+                st["knobs"] = {**st.get("knobs", {}), **values}
+                break
+        self._replay(steps)
+
+    # --- loop primitives (each records a step) ---------------------------------------
     def split(self, loop: LoopRef, factor: int) -> tuple[LoopRef, LoopRef]:
         loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        body, o, i = P.split(k.body, loop.name, factor)
+        return self.apply({"primitive": "split", "kernel": loop.kernel, "loop": loop.name, "factor": factor})
+
+    def _split(self, k: Kernel, st: dict):
+        body, o, i = P.split(k.body, st["loop"], st["factor"])
         self._set_body(k, body)
-        self._record({"primitive": "split", "kernel": k.name, "loop": loop.name, "factor": factor})
         return LoopRef(k.name, o), LoopRef(k.name, i)
 
     def tile(self, x: LoopRef, y: LoopRef, fx: int, fy: int):
         """split both loops and bring the two inner loops inside: (xo, yo, xi, yi)."""
-        n = len(self.trace.steps)
-        xo, xi = self.split(x, fx)
-        yo, yi = self.split(y, fy)
-        self.reorder(xo, yo, xi, yi)
-        del self.trace.steps[n:]
-        self._record({"primitive": "tile", "kernel": x.kernel, "loops": [x.name, y.name], "factors": [fx, fy]})
-        return xo, yo, xi, yi
+        x, y = self._ref(x), self._ref(y)
+        return self.apply({"primitive": "tile", "kernel": x.kernel, "loops": [x.name, y.name], "factors": [fx, fy]})
+
+    def _tile(self, k: Kernel, st: dict):
+        (x, y), (fx, fy) = st["loops"], st["factors"]
+        body, xo, xi = P.split(k.body, x, fx)
+        body, yo, yi = P.split(body, y, fy)
+        self._set_body(k, P.reorder(body, [xo, yo, xi, yi]))
+        return tuple(LoopRef(k.name, n) for n in (xo, yo, xi, yi))
 
     def reorder(self, *loops: LoopRef) -> None:
         refs = [self._ref(lp) for lp in loops]
         if len({r.kernel for r in refs}) != 1:
             raise ScheduleError("reorder: all loops must belong to the same kernel")
-        k = self.kernel(refs[0].kernel)
-        self._set_body(k, P.reorder(k.body, [r.name for r in refs]))
-        self._record({"primitive": "reorder", "kernel": k.name, "loops": [r.name for r in refs]})
+        self.apply({"primitive": "reorder", "kernel": refs[0].kernel, "loops": [r.name for r in refs]})
+
+    def _reorder(self, k: Kernel, st: dict):
+        self._set_body(k, P.reorder(k.body, list(st["loops"])))
 
     def fuse(self, outer: LoopRef, inner: LoopRef) -> LoopRef:
         outer, inner = self._ref(outer), self._ref(inner)
-        k = self.kernel(outer.kernel)
-        body, name = P.fuse(k.body, outer.name, inner.name)
+        return self.apply({"primitive": "fuse", "kernel": outer.kernel, "loops": [outer.name, inner.name]})
+
+    def _fuse(self, k: Kernel, st: dict):
+        body, name = P.fuse(k.body, *st["loops"])
         self._set_body(k, body)
-        self._record({"primitive": "fuse", "kernel": k.name, "loops": [outer.name, inner.name]})
         return LoopRef(k.name, name)
 
-    def _kind(self, prim: str, loop: LoopRef, kind: str) -> None:
+    def _mark(self, prim: str, loop: LoopRef) -> None:
         loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        self._set_body(k, P.set_kind(k.body, loop.name, kind))
-        self._record({"primitive": prim, "kernel": k.name, "loop": loop.name})
+        self.apply({"primitive": prim, "kernel": loop.kernel, "loop": loop.name})
+
+    def _kind(self, k: Kernel, st: dict):
+        kind = KIND_PRIMITIVES[st["primitive"]]
+        if kind in ("parallel", "vectorized") and family(self.target) == "cuda":
+            raise ScheduleError(f"{st['primitive']}: a CUDA kernel's loops run on blocks and threads; use "
+                                f"bind(loop, 'blockIdx.x' / 'threadIdx.x')")
+        self._set_body(k, P.set_kind(k.body, st["loop"], kind, reduction=st["primitive"] == "parallel_reduce"))
+
+    _vectorize = _parallel = _parallel_reduce = _unroll = _serial = _kind
 
     def vectorize(self, loop: LoopRef) -> None:
-        self._kind("vectorize", loop, "vectorized")
+        self._mark("vectorize", loop)
 
     def parallel(self, loop: LoopRef) -> None:
-        self._kind("parallel", loop, "parallel")
+        self._mark("parallel", loop)
+
+    def parallel_reduce(self, loop: LoopRef) -> None:
+        """Run a sum/product reduction loop on threads: each sums a share, OpenMP's reduction
+        clause combines them (the order of the additions then depends on the thread count)."""
+        self._mark("parallel_reduce", loop)
 
     def unroll(self, loop: LoopRef) -> None:
-        self._kind("unroll", loop, "unrolled")
+        self._mark("unroll", loop)
 
     def serial(self, loop: LoopRef) -> None:
-        self._kind("serial", loop, "serial")
+        self._mark("serial", loop)
 
     def bind(self, loop: LoopRef, axis: str) -> None:
         """Bind a loop to a GPU grid axis ('blockIdx.x', 'threadIdx.x', ...)."""
-        if axis not in GPU_AXES:
-            raise ScheduleError(f"bind: unknown GPU axis {axis!r}; use one of {', '.join(GPU_AXES)}")
         loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        self._set_body(k, P.set_kind(k.body, loop.name, GPU_AXES[axis]))
-        self._record({"primitive": "bind", "kernel": k.name, "loop": loop.name, "axis": axis})
+        self.apply({"primitive": "bind", "kernel": loop.kernel, "loop": loop.name, "axis": axis})
+
+    def _bind(self, k: Kernel, st: dict):
+        if st["axis"] not in GPU_AXES:
+            raise ScheduleError(f"bind: unknown GPU axis {st['axis']!r}; use one of {', '.join(GPU_AXES)}")
+        if family(self.target) != "cuda":
+            raise ScheduleError(f"bind: loop {st['loop']!r} of kernel {k.name} would run on a GPU axis, but this "
+                                f"schedule is for target {self.target.kind}; make it with kd.schedule(..., "
+                                f"target='cuda') (or 'cuda-emu')")
+        self._set_body(k, P.set_kind(k.body, st["loop"], GPU_AXES[st["axis"]]))
 
     def decompose_reduction(self, loop: LoopRef) -> None:
         """Accumulate the reduction below `loop` in the output array (see primitives.py), so that
         its loops can be reordered with the output loops."""
-        loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        self._set_body(k, P.decompose_reduction(k.body, loop.name))
-        self._record({"primitive": "decompose_reduction", "kernel": k.name, "loop": loop.name})
+        self._mark("decompose_reduction", loop)
+
+    def _decompose_reduction(self, k: Kernel, st: dict):
+        self._set_body(k, P.decompose_reduction(k.body, st["loop"]))
 
     def rfactor(self, loop: LoopRef, factor: int) -> tuple[LoopRef, LoopRef]:
         """Split the reduction loop `loop` into `factor` partial reductions (loop r_o, each over a
         chunk r_i) combined in order afterwards; r_o can then be made parallel. See rfactor.py."""
-        from .rfactor import rfactor
         loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        body, o, i = rfactor(k.body, loop.name, factor)
+        return self.apply({"primitive": "rfactor", "kernel": loop.kernel, "loop": loop.name, "factor": factor})
+
+    def _rfactor(self, k: Kernel, st: dict):
+        from .rfactor import rfactor
+        body, o, i = rfactor(k.body, st["loop"], st["factor"])
         self._set_body(k, body)
-        self._record({"primitive": "rfactor", "kernel": k.name, "loop": loop.name, "factor": factor})
         return LoopRef(k.name, o), LoopRef(k.name, i)
 
+    def reuse_output(self, tensor) -> None:
+        """Store a row reduction's costly term in the output row and read it back (schedule/reuse.py)."""
+        self.apply({"primitive": "reuse_output", "kernel": self.kernel(_name(tensor)).name})
+
+    def _reuse_output(self, k: Kernel, st: dict):
+        out = next(b for b in self.module.buffers if b.name == k.name)
+        new = reuse_through_output(k.body, out)
+        if new is k.body:
+            raise ScheduleError(f"reuse_output: kernel {k.name} is not a row reduction whose output row can hold "
+                                f"a costly term of the reduction")
+        self._set_body(k, new)
+
     def _memory(self, prim: str, tensor, loop: LoopRef) -> None:
-        from . import memory
         loop = self._ref(loop)
-        k = self.kernel(loop.kernel)
-        name = tensor.name if isinstance(tensor, Tensor) else str(tensor)
-        buf = next((b for b, t in self.module.tensors.items() if t.name == name), None)
-        self._set_body(k, getattr(memory, prim)(k.body, buf.name if buf is not None else name, loop.name))
-        self._record({"primitive": prim, "kernel": k.name, "loop": loop.name, "tensor": name})
+        self.apply({"primitive": prim, "kernel": loop.kernel, "loop": loop.name, "tensor": _name(tensor)})
+
+    def _cache(self, k: Kernel, st: dict):
+        from . import memory
+        buf = next((b for b, t in self.module.tensors.items() if t.name == st["tensor"]), None)
+        body = getattr(memory, st["primitive"])(k.body, buf.name if buf is not None else st["tensor"], st["loop"])
+        self._set_body(k, body)
+
+    _cache_read = _cache_write = _cache
 
     def cache_write(self, tensor, loop: LoopRef) -> None:
         """Accumulate the tile of `tensor` written inside `loop` in a local array, written back
@@ -235,53 +325,59 @@ class Schedule:
     def compute_at(self, tensor, loop: LoopRef) -> None:
         """Compute the producer `tensor` row by row inside the consumer's `loop` (its kernel is
         removed): the consumer must read it at row `loop` only. See memory.compute_at."""
-        from .memory import compute_at
-        loop = self._ref(loop)
-        name = tensor.name if isinstance(tensor, Tensor) else str(tensor)
-        ck = self.kernel(loop.kernel)
+        self._memory("compute_at", tensor, loop)
+
+    def _compute_at(self, ck: Kernel, st: dict):
+        from .memory import accesses, compute_at
+        name = st["tensor"]
         pk = next((k for k in self.module.kernels if k.op.name == name or k.name == name), None)
         if pk is None:
             raise ScheduleError(f"compute_at: no kernel computes {name!r} (inlined, or not in this graph)")
         if pk is ck:
             raise ScheduleError(f"compute_at: {name} is computed by kernel {ck.name} itself")
+        loop_marks_allowed(pk, "compute_at")
         pbuf = next(b for b in self.module.buffers if b.name == pk.name)
         if pbuf.role == "output":
             raise ScheduleError(f"compute_at: {name} is an output of the build; compute_at handles temporaries "
                                 f"read by one consumer")
-        from .memory import _accesses
-        readers = [k.name for k in self.module.kernels if k is not pk and _accesses(k.body, pbuf)]
+        readers = [k.name for k in self.module.kernels if k is not pk and accesses(k.body, pbuf)]
         if readers != [ck.name]:
             raise ScheduleError(f"compute_at: {name} is read by kernels {', '.join(readers) or 'none'}; "
                                 f"compute_at needs {ck.name} to be its only reader")
-        body = compute_at(pk.body, pbuf, ck.body, loop.name)
+        body = compute_at(pk.body, pbuf, ck.body, st["loop"])
         m = self.module
-        ks = tuple(Kernel(k.name, k.op, body, k.fused) if k is ck else k for k in m.kernels if k is not pk)
+        ks = tuple(Kernel(k.name, k.op, body, k.fused, k.template, k.knobs, k.plan, k.axis_vars) if k is ck else k
+                   for k in m.kernels if k is not pk)
         self.module = Module(m.inputs, m.outputs, m.temps, m.sizes, ks, m.checks, m.errors, m.tensors)
-        self._record({"primitive": "compute_at", "kernel": ck.name, "loop": loop.name, "tensor": name})
+        # the producer's own steps (its template) stay in the trace: replay applies them before this one
 
-    def compute_inline(self, tensor) -> None:
-        """Inline an elementwise producer into its consumers (no array for it)."""
-        name = tensor.name if isinstance(tensor, Tensor) else str(tensor)
+    # --- the graph ---------------------------------------------------------------------
+    def _inlinable(self, name: str) -> ComputeOp:
         matches = [t for t in topo_order(self.outputs) if isinstance(t, ComputeOp) and t.name == name]
         if not matches:
             raise ScheduleError(f"compute_inline: no computed tensor named {name!r} in this graph")
         t = matches[0]
         if t in self.outputs:
             raise ScheduleError(f"compute_inline: {name} is an output of the build; it must be stored")
-        from .fuse import is_injective
         if not is_injective(t):
             raise ScheduleError(f"compute_inline: {name} contains a reduction; only elementwise or "
                                 f"injective tensors can be inlined")
-        self._inline.add(t)
-        steps = list(self.trace.steps)
-        self.trace = Trace()
-        self._relower()
-        for st in steps:  # loop transforms of other kernels still apply
-            if st.get("kernel") != name:
-                self.apply(st)
-        self._record({"primitive": "compute_inline", "tensor": name})
+        return t
+
+    def compute_inline(self, tensor) -> None:
+        """Inline an elementwise producer into its consumers (no array for it)."""
+        name = _name(tensor)
+        self._inlinable(name)
+        kernel = next((k.name for k in self.plain.kernels if k.op.name == name), name)
+        steps = [st for st in self.trace.steps if st.get("kernel") != kernel]
+        self._replay(steps + [{"primitive": "compute_inline", "tensor": name}])
 
 
-def schedule(outputs, inputs=None, trace: Trace | None = None, fuse: bool = True) -> Schedule:
-    """The default schedule of the kernels computing `outputs`, ready to be changed."""
-    return Schedule(outputs, inputs, trace, fuse)
+def _name(tensor) -> str:
+    return tensor.name if isinstance(tensor, Tensor) else str(tensor)
+
+
+def schedule(outputs, inputs=None, trace: Trace | None = None, fuse: bool = True, target=None) -> Schedule:
+    """The default schedule of the kernels computing `outputs` on `target` (default: this CPU),
+    ready to be changed."""
+    return Schedule(outputs, inputs, trace, fuse, target)

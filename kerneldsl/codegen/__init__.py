@@ -1,0 +1,1 @@
+"""Code generation: loop IR to C and CUDA source (printers and Jinja2 templates)."""
