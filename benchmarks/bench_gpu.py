@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import machine, table, timeit
 
 import kerneldsl as kd
-from kerneldsl.codegen.cuda import knobs as cuda_knobs
+from kerneldsl import knobs as cuda_knobs
 from kerneldsl.runtime.cuda import default_arch, driver, gpu_available, nvcc_path
 
 

@@ -35,6 +35,9 @@ def evaluate(outputs, feed: dict) -> list[np.ndarray]:
     arrays = [as_input_array(feed[p], p) for p in placeholders]
     sizes = bind_sizes(placeholders, arrays)
     values = dict(zip(placeholders, arrays))
+    for t in order:  # every shape first, as a compiled function checks them before it runs
+        if isinstance(t, ComputeOp):
+            concrete_shape(t, sizes)
     for t in order:
         if isinstance(t, ComputeOp):
             values[t] = _eval_op(t, values, sizes)

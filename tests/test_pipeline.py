@@ -242,3 +242,11 @@ def test_vectorize_refuses_an_argmax_loop():
     s = kd.schedule(y)
     with pytest.raises(kd.ScheduleError, match="SIMD lanes cannot combine"):
         s.vectorize(s.loops(y)[0])
+
+
+def test_the_readme_lists_every_variable():
+    from pathlib import Path
+
+    from kerneldsl.settings import SETTINGS
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert [s.env for s in SETTINGS if f"`{s.env}`" not in readme] == []

@@ -1,10 +1,13 @@
-"""Tutorial 4: schedules, from the default loop nest of a matmul to a hand-tuned one.
+"""Tutorial 4: schedules, from a matmul's plain loop nest to the GEMM template, one measured step
+at a time.
 
 Run: python tutorials/04_schedules.py
 
-A schedule is a list of loop transforms (split, reorder, vectorize, parallel, ...) applied to a
-kernel's loop nest. It is recorded as a JSON trace that replays to the same kernel: the trace is
-what an autotuner stores. Each step below prints the loop nest and times it against numpy.
+A schedule is data: for each kernel a *template* that runs it (with its knobs) and the loop
+primitives applied to its loop nest (split, reorder, vectorize, parallel, ...). Together with the
+target it is a `kd.Config`, a JSON value that replays to the same kernels: what an autotuner
+searches and stores. Each step below prints what runs and times it (best of a few runs; numpy's
+OpenBLAS alongside for scale), and each is faster than the one before.
 """
 
 import time
@@ -13,7 +16,7 @@ import numpy as np
 
 import kerneldsl as kd
 
-N = 384
+N = 512
 rng = np.random.default_rng(0)
 a = rng.standard_normal((N, N), dtype=np.float32)
 b = rng.standard_normal((N, N), dtype=np.float32)
@@ -25,62 +28,70 @@ r = kd.reduce_axis(k, name="r")
 C = kd.compute((n, m), lambda i, j: kd.sum(A[i, r] * B[r, j], axis=r), name="C")
 
 
-def bench(label, fn, repeat=3):
-    fn()
-    best = min(_time(fn) for _ in range(repeat))
-    gflops = 2 * N**3 / best / 1e9
-    print(f"  {label:44s} {1e3 * best:8.2f} ms  {gflops:6.1f} GFLOP/s")
-    return best
-
-
-def _time(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def best_ms(fn, repeat=5):
+    fn()  # warm up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
 
 
 def step(title, s):
     print(f"\n== {title}\n{s}")
     f = kd.build([A, B], [C], schedule=s)
     np.testing.assert_allclose(f(a, b), a @ b, rtol=1e-3, atol=1e-3)
-    return bench("kerneldsl", lambda: f(a, b))
+    ms = best_ms(lambda: f(a, b))
+    print(f"  -> {ms:8.2f} ms  {2 * N**3 / ms / 1e6:6.1f} GFLOP/s   (numpy {best_ms(lambda: a @ b):.2f} ms)")
+    return ms
 
 
-print(f"matmul {N}x{N}x{N}, float32")
-bench("numpy (OpenBLAS)", lambda: a @ b)
+print(f"matmul {N}x{N}x{N}, float32, on {kd.Target.detect()}")
 
-# 1. The default loop nest: the reduction loop r is innermost and reads B[r, j] down a column.
+# 1. The plain loop nest on one thread: the reduction loop r is innermost and reads B[r, j] down a
+#    column, a new cache line for every multiply-add.
 s = kd.schedule(C)
-step("1. default loop nest (r innermost, strided reads of B)", s)
-
-# 2. Accumulate into C instead of a scalar, so r can move outside j: the inner loop then walks
-#    rows of B and C contiguously and vectorizes.
+s.template(C, "loops")  # run the loop nest, not the GEMM template a contraction gets by default
 i, j, rr = s.loops(C)
+s.serial(i)  # the default marks parallel and vectorized loops; start from none
+s.serial(rr)
+t1 = step("1. the plain loop nest, one thread", s)
+
+# 2. Accumulate into C instead of a scalar, so that r can move outside j: the inner loop then
+#    walks rows of B and C contiguously, as SIMD lanes.
 s.decompose_reduction(j)
-i, j_init, j, rr, _ = (*s.loops(C), None)[:5]
+i, j_init, j, rr = s.loops(C)
 s.reorder(rr, j)
 s.vectorize(j)
-step("2. decompose_reduction + reorder(r, j) + vectorize(j)", s)
+t2 = step("2. decompose_reduction + reorder(r, j) + vectorize(j): contiguous SIMD rows", s)
 
-# 3. Block j so that a strip of C stays in L1 while r streams over A's row and B's rows.
-jo, ji = s.split(j, 128)
-s.reorder(jo, rr, ji)
-s.vectorize(ji)
-step("3. split j by 128, reorder (j_o, r, j_i): C strip stays in cache", s)
+# 3. Rows of C are independent: run them on every core.
+s.parallel(i)
+t3 = step("3. parallel(i): rows on every core", s)
 
-# 4. Block r too, so that a panel of B is reused across several rows of i... and unroll.
-ro, ri = s.split(rr, 4)
-s.unroll(ri)
-step("4. split r by 4 and unroll it", s)
+# 4. Each row of C still streams all of B from memory. Take the rows four at a time and put r
+#    outside them: a row of B, once loaded, serves four rows of C. (Starting again from the plain
+#    nest: split i, then decompose below the inner rows, then reorder.)
+s.template(C, "loops")
+i, j, rr = s.loops(C)
+s.serial(rr)
+io, ii = s.split(i, 4)
+s.decompose_reduction(ii)
+loops = {lp.name: lp for lp in s.loops(C)}
+s.reorder(loops["r"], loops["i_i"], loops["j"])
+s.vectorize(loops["j"])
+t4 = step("4. rows four at a time, r outside them: each row of B serves four rows of C", s)
 
-print("\nThe trace (a tuning record; kd.schedule(C, trace=kd.Trace.from_json(...)) replays it):")
-print(s.trace.to_json())
-again = kd.schedule(C, trace=kd.Trace.from_json(s.trace.to_json()))
-assert str(again) == str(s)
+print("\nThe config so far (a tuning record; kd.build(..., config=text) replays it):")
+text = s.config.to_json()
+print(text)
+assert str(kd.build([A, B], [C], config=text).module) == str(s)
 
-# 5. Without a schedule, kd.build picks the default for the target: for a contraction that is a
-#    packed, register-blocked micro-kernel (when available), far beyond a plain loop nest.
-f = kd.build([A, B], [C])
-np.testing.assert_allclose(f(a, b), a @ b, rtol=1e-3, atol=1e-3)
-print("\n== 5. kd.build default for this contraction")
-bench("kerneldsl default", lambda: f(a, b))
+# 5. The GEMM template: packed panels of A and B sized for the caches, and a register-blocked
+#    micro-kernel of fused multiply-adds. This is the default for a contraction.
+s.template(C, "gemm")
+t5 = step("5. the GEMM template (the default for a contraction)", s)
+
+print(f"\nspeed-up of each step over the one before: {t1 / t2:.1f}x, {t2 / t3:.1f}x, {t3 / t4:.1f}x, "
+      f"{t4 / t5:.1f}x")

@@ -31,7 +31,7 @@ from . import expr as E
 from .bounds import interval
 from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq, stmt_lines
 from .simplify import simplify
-from .tensor import ComputeOp, Placeholder, Tensor, topo_order
+from .tensor import ComputeOp, Placeholder, ShapeCheck, Tensor, topo_order
 
 
 
@@ -45,6 +45,24 @@ class BoundsError:
     extent: E.Expr
     lo: E.Expr | None = None  # entry checks know the index range
     hi: E.Expr | None = None
+
+
+@dataclass(frozen=True)
+class NegativeShape:
+    """A failed shape check of an op fusion inlined: its shape would be negative."""
+    tensor: str
+    shape: tuple
+
+
+def shape_checks(op: ComputeOp) -> tuple:
+    """`op`'s dimensions are not negative (None when that holds for any sizes)."""
+    from .tensor import ShapeCheck
+    cond = None
+    for d in op.shape:
+        c = simplify(d >= 0)
+        if not (isinstance(c, E.Const) and c.value):
+            cond = c if cond is None else cond & c
+    return () if cond is None else (ShapeCheck(cond, op.name, op.shape),)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +147,15 @@ def lower(inputs, outputs, fused: dict | None = None) -> Module:
     from ..shapes import size_vars_of
     sizes = tuple(size_vars_of(inputs))
     ctx = _Context(bufs)
+    for t in order:  # the shapes of the ops fused into others: checked before anything else
+        for sc in getattr(t, "checks", ()):
+            if isinstance(sc, ShapeCheck):
+                ctx.shape_check(sc)
     kernels = [ctx.lower_op(t, (fused or {}).get(t, ())) for t in order if isinstance(t, ComputeOp)]
+    for t in order:  # the reads of the ops fused into others, checked over their own domains
+        for rc in getattr(t, "checks", ()):
+            if not isinstance(rc, ShapeCheck):
+                ctx.range_check(rc)
     ins = tuple(bufs[t] for t in inputs)
     outs = tuple(bufs[t] for t in outputs)
     temps = tuple(b for t, b in bufs.items() if b.role == "temp")
@@ -221,6 +247,19 @@ class _Context:
         self.entry_check(rng, extent, enclosing, info)
         return simplify(lix)
 
+    def shape_check(self, sc) -> None:
+        cond = simplify(sc.cond)
+        if not (isinstance(cond, E.Const) and cond.value) and cond not in self.asserts:
+            self.asserts[cond] = Assert(cond, self._code(NegativeShape(sc.tensor, sc.shape)))
+
+    def range_check(self, rc) -> None:
+        cond = simplify(rc.cond)
+        if isinstance(cond, E.Const) and cond.value:
+            return
+        if cond not in self.asserts:
+            info = BoundsError(rc.op, rc.load, rc.tensor, rc.dim, rc.extent, rc.lo, rc.hi)
+            self.asserts[cond] = Assert(cond, self._code(info))
+
     def entry_check(self, rng, extent, enclosing, info):
         lo, hi = rng
         ok = (lo >= 0) & (hi < extent)
@@ -303,11 +342,19 @@ class _Context:
             self.slot_scope[enclosing[:k]] = self.scopes[-1]
         acc = E.Var(self.names.fresh("acc"), e.dtype)
         inner_guarded = guarded or e.cond is not None
-        body_stmts, body = self.expr(e.body, None, inner_guarded, enclosing)
+        # the condition first: its statements run before the `if`, so the body (inside it) may
+        # reuse its accumulators, and what the body computes is guarded by it
+        cs, c = self.expr(e.cond, None, guarded, enclosing) if e.cond is not None else ([], None)
+        if c is not None:
+            self.scopes.append(next(self.scope_ids))  # the body's statements live inside the `if`
+        try:
+            body_stmts, body = self.expr(e.body, c, inner_guarded, enclosing)
+        finally:
+            if c is not None:
+                self.scopes.pop()
         decls, update = self._combine(e, acc, body)
         step = seq(*body_stmts, update)
-        if e.cond is not None:
-            cs, c = self.expr(e.cond, None, guarded, enclosing)
+        if c is not None:
             step = seq(*cs, IfThenElse(c, step))
         nest = seq(*self.slots.pop(enclosing), step)
         for k in reversed(range(outer, len(enclosing))):
@@ -345,6 +392,58 @@ class _Context:
         decls = [Declare(acc, E.Const(0, "int64")), Declare(best, E.const(init, body.dtype))]
         update = seq(Declare(v, body), IfThenElse(better, seq(Assign(best, v), Assign(acc, simplify(flat)))))
         return decls, update
+
+
+def read_checks(op: ComputeOp) -> tuple:
+    """The entry conditions of `op`'s unguarded affine reads over its own domain (its axes and
+    the reduction axes around each read), as lowering would check them if `op` were a kernel:
+    what fusion keeps when it inlines `op` (tensor.RangeCheck)."""
+    from .tensor import RangeCheck
+    out = []
+
+    def visit(e, enclosing, guarded):
+        if isinstance(e, E.Select):
+            visit(e.cond, enclosing, guarded)
+            visit(e.a, enclosing, True)
+            visit(e.b, enclosing, True)
+            return
+        if isinstance(e, E.Reduce):
+            inner = enclosing + tuple(e.axes)
+            if e.cond is not None:
+                visit(e.cond, inner, guarded)
+            visit(e.body, inner, guarded or e.cond is not None)
+            return
+        if isinstance(e, E.Load) and not guarded:
+            for dim, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
+                check(ix, extent, enclosing, str(e), e.tensor.name, dim)
+        if isinstance(e, E.Bound) and not guarded:
+            check(e.index, e.extent, enclosing, f"{e.tensor}[...] (inlined)", e.tensor, e.dim)
+        for c in e.children():
+            visit(c, enclosing, guarded)
+
+    def check(ix, extent, enclosing, text, tensor, dim):
+        if any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix)):
+            return  # a gather: checked element by element where it is read
+        rng = interval(ix)
+        if rng is None:
+            return
+        lo, hi = rng
+        cond = (lo >= 0) & (hi < extent)
+        for a in enclosing:
+            cond = (a.extent <= 0) | cond
+        out.append(RangeCheck(simplify(cond), op.name, text, tensor, dim, extent, lo, hi))
+
+    visit(op.body, tuple(op.axes), False)
+    return tuple(out)
+
+
+def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
+    """`op`'s checks, plus those of the reads of `old_body` when a rewrite of it to `new_body`
+    dropped some (`x[0] < x[0]` is False, but x must still have an element 0)."""
+    old = {ld for ld in E.loads(old_body)}
+    if old <= set(E.loads(new_body)):
+        return op.checks
+    return op.checks + read_checks(op.with_body(old_body))
 
 
 def _all_positive(axes):

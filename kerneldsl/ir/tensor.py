@@ -76,15 +76,44 @@ class Placeholder(Tensor):
     uid: int = 0
 
 
+@dataclass(frozen=True)
+class RangeCheck:
+    """A read of an op that fusion inlined elsewhere, checked over that op's own domain: `cond`
+    (over sizes) must hold. The consumer may evaluate the inlined read fewer times than the op
+    would have (inside an empty loop, an untaken branch, or not at all for an empty output), but
+    every op's reads are checked as if it ran (the reference computes every op in full)."""
+    cond: E.Expr
+    op: str  # the inlined op, and the read, for the user's message
+    load: str
+    tensor: str
+    dim: int
+    extent: E.Expr
+    lo: E.Expr
+    hi: E.Expr
+
+
+@dataclass(frozen=True)
+class ShapeCheck:
+    """The shape of an op that fusion inlined elsewhere must not be negative (as it is checked
+    for the ops that are stored): `cond` over sizes, and the op's name and shape."""
+    cond: E.Expr
+    tensor: str
+    shape: tuple
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class ComputeOp(Tensor):
     axes: tuple = ()  # IndexVars, one per output dimension
     body: E.Expr = None  # type: ignore[assignment]
     uid: int = 0
+    checks: tuple = ()  # RangeChecks of the ops fusion inlined into this one
 
-    def with_body(self, body: E.Expr) -> ComputeOp:
-        """The same op (name, shape, axes, uid) computing `body`."""
-        return ComputeOp(self.name, self.shape, self.dtype, self.axes, body, self.uid)
+    def with_body(self, body: E.Expr, checks: tuple | None = None) -> ComputeOp:
+        """The same op (name, shape, axes, uid) computing `body` (and carrying `checks`)."""
+        if checks is not None:  # one check per condition
+            checks = tuple({c.cond: c for c in reversed(checks)}.values())[::-1]
+        return ComputeOp(self.name, self.shape, self.dtype, self.axes, body, self.uid,
+                         self.checks if checks is None else checks)
 
     def inputs(self) -> tuple[Tensor, ...]:
         seen: dict = {}
@@ -112,7 +141,7 @@ def topo_order(outputs) -> list[Tensor]:
 def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, dict]:
     """The graph of `outputs` rebuilt producers first: `replaced` (old -> new tensor) is applied,
     every compute op reads the new versions of its inputs, and `fn(op, body)` (that body, with
-    its loads relinked) may return a new body. Ops whose body does not change are kept as they
+    its loads relinked) may return a new body (or a new ComputeOp). Ops whose body does not change are kept as they
     are. Returns (new outputs in order, {old tensor: new tensor})."""
     new: dict = dict(replaced or {})
     for t in topo_order(outputs):
@@ -125,6 +154,6 @@ def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, di
             return None
         body = E.transform(t.body, relink) if new else t.body
         if fn is not None:
-            body = fn(t, body)
-        new[t] = t if body is t.body else t.with_body(body)
+            body = fn(t, body)  # a new body, or a whole new op (to carry checks)
+        new[t] = body if isinstance(body, ComputeOp) else t if body is t.body else t.with_body(body)
     return tuple(new.get(t, t) for t in outputs), new

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import expr as E
-from ..ir.lower import Module
+from ..ir.lower import Module, NegativeShape
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
@@ -179,6 +179,12 @@ class Function:
         info = self.module.errors.get(code)
         if info is None:
             return RuntimeError(f"kernel failed with unknown code {code}")
+        if isinstance(info, NegativeShape):  # an op fused away: the message of a stored one
+            shape = tuple(eval_int(d, sizes) for d in info.shape)
+            k = next(k for k, n in enumerate(shape) if n < 0)
+            names = ", ".join(f"{s.name}={v}" for s, v in sizes.items())
+            return ShapeError(f"{info.tensor} would have negative dimension {k}: {info.shape[k]} = {shape[k]} "
+                              f"with {names}; the inputs are too small for this computation")
         extent = eval_int(info.extent, sizes)
         if info.lo is not None:
             lo, hi = eval_int(info.lo, sizes), eval_int(info.hi, sizes)
@@ -195,6 +201,8 @@ def self_overlapping(a: np.ndarray) -> bool:
     """Two elements of `a` may share memory (a broadcast view, or overlapping strides). Exact for
     the layouts numpy makes (strides sorted by size, each stepping past the dimensions inside
     it); an exotic interleaving that does not overlap is refused too, as a caller's mistake."""
+    if a.size == 0:
+        return False  # no element, no overlap (numpy gives empty arrays zero strides)
     dims = sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1)
     span = a.itemsize  # bytes covered by the dimensions already placed
     for st, n in dims:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..ir import expr as E
 from ..ir.simplify import simplify
+from ..ir.lower import read_checks, shape_checks
 from ..ir.printer import tensor_line
 from ..ir.tensor import ComputeOp, map_graph, topo_order
 
@@ -188,7 +189,13 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
             break
         rewritten = {}
         for u in users[pick]:
-            nu = u.with_body(inline_load(u.body, pick))
+            # pick's reads stay checked over its own domain (ir/lower.read_checks): the
+            # consumer may read it fewer times than pick would have run
+            body = inline_load(u.body, pick)
+            kept = [ld for ld in E.loads(u.body) if ld.tensor is not pick]
+            lost = not set(kept) <= set(E.loads(body))  # the simplifier dropped a read of u's own
+            nu = u.with_body(body, u.checks + pick.checks + shape_checks(pick) + read_checks(pick)
+                             + (read_checks(u) if lost else ()))
             names[nu] = (*names.get(u, ()), *names.get(pick, ()), pick.name)
             rewritten[u] = nu
         outputs, mapping = map_graph(outputs, replaced=rewritten)

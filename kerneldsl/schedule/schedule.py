@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ScheduleError
-from ..ir.lower import Kernel, Module, lower
-from ..ir.rewrite import rewrite_graph as rewrite
+from ..ir.lower import Kernel, Module, checks_kept, lower
+from ..ir.rewrite import rewrite
 from ..ir.simplify import SIMPLIFY
-from ..ir.tensor import ComputeOp, Placeholder, Tensor, topo_order
+from ..ir.tensor import ComputeOp, Placeholder, Tensor, map_graph, topo_order
 from ..target import Target
 from . import primitives as P
 from .config import Config, Trace
@@ -68,9 +68,12 @@ GRAPH_RULES: list = list(SIMPLIFY)  # canonicalize: exact simplifications (ir/si
 
 
 def rewrite_graph(outputs) -> tuple:
-    """The graph rewrite pass: the rule sets every build runs on the op bodies (ir/rewrite.py)."""
-    new, _ = rewrite(tuple(outputs), GRAPH_RULES)
-    return new
+    """The graph rewrite pass: the rule sets every build runs on the op bodies (ir/rewrite.py).
+    A rewrite that drops a read keeps its range check (ir/lower.checks_kept)."""
+    def fn(op, body):
+        new, _ = rewrite(body, GRAPH_RULES)
+        return body if new is body else op.with_body(new, checks_kept(op, body, new))
+    return map_graph(tuple(outputs), fn)[0]
 
 
 class Schedule:
