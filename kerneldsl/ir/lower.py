@@ -192,6 +192,7 @@ class _Context:
         # reduction loops a hoisted reduction was moved above (they may run no iteration), each
         # with a flag: did lowering the hoisted reduction need a range check
         self.skipped: list = []
+        self.shadowed = shadowed(op)
         stmts, value = self.expr(op.body, None, False, axes)
         nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
@@ -229,6 +230,7 @@ class _Context:
     def load(self, e: E.Load, guard, guarded, enclosing):
         stmts, idx = [], []
         text = str(e)
+        guarded = guarded and e not in self.shadowed  # an unguarded twin's entry check covers it
         for k, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
             s, lix = self.expr(ix, guard, guarded, enclosing)
             stmts += s
@@ -392,6 +394,55 @@ class _Context:
         decls = [Declare(acc, E.Const(0, "int64")), Declare(best, E.const(init, body.dtype))]
         update = seq(Declare(v, body), IfThenElse(better, seq(Assign(best, v), Assign(acc, simplify(flat)))))
         return decls, update
+
+
+def reads(op: ComputeOp):
+    """(load, enclosing axes, guarded) for every load of `op`'s body: enclosing are its axes and
+    the reduction axes around the load; guarded when it sits in a `where` branch or under a
+    reduction's `where=` (read only where that holds)."""
+    out = []
+
+    def visit(e, enclosing, guarded):
+        if isinstance(e, E.Select):
+            visit(e.cond, enclosing, guarded)
+            visit(e.a, enclosing, True)
+            visit(e.b, enclosing, True)
+            return
+        if isinstance(e, E.Reduce):
+            inner = enclosing + tuple(e.axes)
+            if e.cond is not None:
+                visit(e.cond, inner, guarded)
+            visit(e.body, inner, guarded or e.cond is not None)
+            return
+        if isinstance(e, (E.Load, E.Bound)):
+            out.append((e, enclosing, guarded))
+        for c in e.children():
+            visit(c, enclosing, guarded)
+
+    visit(op.body, tuple(op.axes), False)
+    return out
+
+
+def shadowed(op: ComputeOp) -> set:
+    """Guarded loads that are also read unguarded at the same point within the same or fewer
+    loops (relu's `where(x[i] > 0, x[i], 0)`): the unguarded read's entry check covers them."""
+    free = {}
+    for ld, enclosing, guarded in reads(op):
+        if not guarded:
+            free.setdefault(ld, []).append(set(enclosing))
+    return {ld for ld, enclosing, guarded in reads(op)
+            if guarded and any(f <= set(enclosing) for f in free.get(ld, ()))}
+
+
+def element_checked(op: ComputeOp) -> bool:
+    """Whether some read of `op` is checked element by element where it runs (a gather, or a
+    guarded read no unguarded read covers): inlined, it is checked only where the consumer reads."""
+    cover = shadowed(op)
+    for ld, _, guarded in reads(op):
+        ix = ld.indices if isinstance(ld, E.Load) else (ld.index,)
+        if (guarded and ld not in cover) or any(isinstance(n, (E.Load, E.Reduce)) for i in ix for n in E.walk(i)):
+            return True
+    return False
 
 
 def read_checks(op: ComputeOp) -> tuple:

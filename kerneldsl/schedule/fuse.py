@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..ir import expr as E
 from ..ir.simplify import simplify
-from ..ir.lower import read_checks, shape_checks
+from ..ir.lower import element_checked, read_checks, reads, shape_checks
 from ..ir.printer import tensor_line
 from ..ir.tensor import ComputeOp, map_graph, topo_order
 
@@ -164,12 +164,32 @@ def drops_checks(producer: ComputeOp, consumer: ComputeOp) -> bool:
     return False
 
 
+def reads_everywhere(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """The consumer reads every point of the producer whenever the producer's domain is not empty:
+    each read is unguarded, indexes by distinct axes of the producer's extents, and every other
+    loop around it surely runs. Then the producer's element-by-element checks (gathers, guarded
+    reads) still run at every point when it is inlined."""
+    for ld, enclosing, guarded in reads(consumer):
+        if not (isinstance(ld, E.Load) and ld.tensor is producer):
+            continue
+        idx = ld.indices
+        if guarded or len(set(idx)) != len(idx) or not all(
+                isinstance(ix, E.IndexVar) and ix.extent is d for ix, d in zip(idx, producer.shape)):
+            return False
+        for a in enclosing:
+            if a not in idx and not (isinstance(a.extent, E.Const) and a.extent.value > 0):
+                return False
+    return True
+
+
 def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if not isinstance(t, ComputeOp) or t in outputs:
         return False
     mine = users.get(t, ())
     if any(drops_checks(t, u) for u in mine):
         return False
+    if element_checked(t) and not all(reads_everywhere(t, u) for u in mine):
+        return False  # its per-element checks would run only where the consumer reads it
     if is_injective(t):
         return t.name in force_names or (enabled and len(mine) == 1)
     return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))

@@ -108,8 +108,13 @@ class Schedule:
             self.apply(st)
 
     def kernel(self, name: str) -> Kernel:
+        """The kernel named `name`, else the kernel computing the tensor named `name` (kernel names
+        are unique; tensor names need not be, and a renamed kernel's op keeps its name)."""
         for k in self.module.kernels:
-            if k.name == name or k.op.name == name:
+            if k.name == name:
+                return k
+        for k in self.module.kernels:
+            if k.op.name == name:
                 return k
         raise ScheduleError(f"no kernel named {name!r}; kernels: {', '.join(k.name for k in self.module.kernels)}")
 
