@@ -111,3 +111,5 @@ __all__ = [
                    "tanh",
                    "where",
 ]
+
+from . import numpy  # noqa: E402,F401 - numpy's operators and methods on tensors (Tensor hooks)

@@ -15,7 +15,9 @@ import numpy as np
 from . import dtypes as dt
 from .ir import expr as E
 from .ir import ops
-from .ir.tensor import ComputeOp, Placeholder, topo_order
+from .errors import ShapeError
+from .ir.int_eval import eval_cond, eval_int
+from .ir.tensor import ComputeOp, Placeholder, SizeCheck, topo_order
 from .shapes import as_input_array, bind_sizes, check_bindable, concrete_shape
 
 _CHUNK_ELEMENTS = 1 << 23  # bound the grid's memory by evaluating slabs of the first axis
@@ -37,6 +39,9 @@ def evaluate(outputs, feed: dict) -> list[np.ndarray]:
     values = dict(zip(placeholders, arrays))
     for t in order:  # every shape first, as a compiled function checks them before it runs
         if isinstance(t, ComputeOp):
+            for c in t.checks:
+                if isinstance(c, SizeCheck) and not eval_cond(c.cond, sizes):
+                    raise ShapeError(c.message.format(a=eval_int(c.a, sizes), b=eval_int(c.b, sizes)))
             concrete_shape(t, sizes)
     for t in order:
         if isinstance(t, ComputeOp):

@@ -287,15 +287,21 @@ def test_operator_dtype_errors():
 
 
 def test_indexing_errors():
+    """One integer per dimension reads an element (a load); anything else is numpy's indexing
+    (an array): a loop axis must still come with one index per dimension."""
     n, m = kd.sizes("n m")
     A = kd.placeholder((n, m), name="A")
     W = kd.placeholder((3,), name="W")
     with pytest.raises(kd.ShapeError, match="indexed with 1"):
-        A[0]
-    with pytest.raises(TypeError, match="slices"):
-        W[0:2]
+        kd.compute((n,), lambda i: A[i])
+    with pytest.raises(kd.ShapeError, match="indexed with 3"):
+        A[0, 1, 2]
+    assert isinstance(A[0, 1], kd.Expr) and isinstance(A[0], kd.Tensor) and A[0].shape == (m,)
+    assert isinstance(W[0:2], kd.Tensor) and W[0:2].shape[0].value == 2
     with pytest.raises(IndexError, match="index 3 is out of range"):
         W[3]
+    with pytest.raises(IndexError, match="boolean mask"):
+        A[A > 0]
 
 
 def test_compute_signature_errors():

@@ -234,3 +234,47 @@ def test_overflowing_shape_names_the_tensor():
     y = kd.compute((n * n * n * n,), lambda i: x[0] * 2, name="huge")
     with pytest.raises(kd.ShapeError, match="huge"):
         kd.build([x], [y])(np.ones(100_000, np.float32))
+
+
+# --- found by the differential fuzzer (tests/fuzz_graphs.py) ------------------------------------
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_reduction_in_a_where_and_a_nested_where_condition_compiles(target):
+    n = kd.size("n")
+    x = kd.placeholder((n,), "int64", name="x")
+    r, s, q = kd.reduce_axis(n, "r"), kd.reduce_axis(n, "s"), kd.reduce_axis(n, "q")
+
+    def body():
+        total = kd.sum(x[r], axis=r)
+        inner = kd.sum(x[0], axis=s, where=total >= x[s])  # hoistable, but reads total's accumulator
+        return kd.where(total == 3, kd.sum(inner, axis=q), 0)
+    y = kd.compute((), body, name="y")
+    got, ref = both(y, {x: np.array([1, 2, 0])}, target)
+    assert int(got[0]) == int(ref[0]) == 9
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_power_one_half_is_numpys_sqrt(target):
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float64", name="x")
+    y = kd.compute((n,), lambda i: x[i] ** 0.5 + kd.pow(x[i], 0.5), name="y")
+    a = np.array([-np.inf, -0.0, 4.0, np.nan])
+    got, ref = both(y, {x: a}, target)
+    with np.errstate(invalid="ignore"):
+        assert_same(got[0], a ** 0.5 + a ** 0.5)
+    assert np.signbit(got[0][1])  # -0.0, as numpy's sqrt gives
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_rewrite_that_drops_a_read_keeps_its_checks(fuse):
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n,), "float32", name="x")
+    w = kd.placeholder((m,), "float32", name="w")
+    t = kd.compute((), lambda: w[0] * 2, name="t")  # out of range when m == 0
+    y = kd.compute((n,), lambda i: kd.where(t[()] > 0, x[i], x[i]), name="y")  # the rewrite drops t
+    with pytest.raises(IndexError, match="t reads w"):
+        kd.evaluate([y], {x: np.ones(3, np.float32), w: np.zeros(0, np.float32)})
+    with pytest.raises(IndexError, match="t reads w"):
+        kd.build([x, w], [y], fuse=fuse)(np.ones(3, np.float32), np.zeros(0, np.float32))
+    assert_same(kd.build([x, w], [y], fuse=fuse)(np.ones(3, np.float32), np.ones(1, np.float32)),
+                np.ones(3, np.float32))

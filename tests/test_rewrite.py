@@ -46,6 +46,7 @@ CASES = {
     "floordiv_one": lambda i: K[i] // 1,
     "sub_zero": lambda i: X[i] - 0,
     "square": lambda i: X[i] ** 2,
+    "sqrt_half": lambda i: kd.abs(X[i]) ** 0.5,
     "add_zero": lambda i: (K[i] + 0) * (0 + K[i]),
     "mul_zero": lambda i: K[i] * 0 + 0 * K[i],
     "sub_self": lambda i: K[i] - K[i],
@@ -59,6 +60,8 @@ CASES = {
     "divmod_const": lambda i: (2 * i + 3) // 2 + (4 * K[i] - 3) % 2 + (6 * i + 4 * n) // 2,
     "compare_linear": lambda i: kd.where(i + 2 > i + 1, X[i], -X[i]),
     "linear": lambda i: 2 * i + K[i] - i - (3 * (n - 1) - 3 * n),
+    "max_nonneg_zero": lambda i: K[i] + kd.maximum(n, 0),
+    "min_nonneg_zero": lambda i: K[i] + kd.minimum(n, 0),
 }
 
 

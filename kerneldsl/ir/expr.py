@@ -285,10 +285,24 @@ def cast(x, dtype) -> Expr:
     return Cast(x, dtype)
 
 
+def is_size(e) -> bool:
+    """An integer expression of sizes and constants only (`n - 1`, `h * w`): what numpy would
+    hold as a Python int (`x.shape[0]`), so it promotes weakly (`x / n` keeps float32)."""
+    if not isinstance(e, Expr) or e.dtype != "int64":
+        return False
+    nodes = walk(e)
+    return any(isinstance(n, SizeVar) for n in nodes) and all(
+        isinstance(n, (SizeVar, Const, Binary, Unary, Cast, Call)) for n in nodes)
+
+
 def _operands(a, b):
-    """Convert a pair to expressions with numpy's (weak-scalar) promotion; returns (a, b, dtype)."""
+    """Convert a pair to expressions with numpy's (weak-scalar) promotion; returns (a, b, dtype).
+    Size expressions are weak, as the Python ints numpy's shapes are."""
     ae, be = isinstance(a, Expr), isinstance(b, Expr)
-    if ae and be:
+    if ae and be and is_size(a) != is_size(b):
+        strong = b if is_size(a) else a
+        dtype = dt.promote_weak(strong.dtype, 0)
+    elif ae and be:
         dtype = dt.promote(a.dtype, b.dtype)
     elif ae:
         b = b.__kd_expr__() if hasattr(b, "__kd_expr__") else b

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from .. import dtypes as dt
 from . import expr as E
 from .bounds import interval
-from .loops import Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, seq, stmt_lines
+from .loops import (Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, exprs,
+                    seq, stmt_lines, walk)
 from .simplify import simplify
-from .tensor import ComputeOp, Placeholder, ShapeCheck, Tensor, topo_order
+from .tensor import ComputeOp, Placeholder, ShapeCheck, SizeCheck, Tensor, topo_order
 
 
 
@@ -57,8 +58,11 @@ class NegativeShape:
 def shape_checks(op: ComputeOp) -> tuple:
     """`op`'s dimensions are not negative (None when that holds for any sizes)."""
     from .tensor import ShapeCheck
+    from .ops import nonneg
     cond = None
     for d in op.shape:
+        if nonneg(d):
+            continue
         c = simplify(d >= 0)
         if not (isinstance(c, E.Const) and c.value):
             cond = c if cond is None else cond & c
@@ -147,14 +151,14 @@ def lower(inputs, outputs, fused: dict | None = None) -> Module:
     from ..shapes import size_vars_of
     sizes = tuple(size_vars_of(inputs))
     ctx = _Context(bufs)
-    for t in order:  # the shapes of the ops fused into others: checked before anything else
+    for t in order:  # sizes that must agree, and the shapes of the ops fused into others: first
         for sc in getattr(t, "checks", ()):
-            if isinstance(sc, ShapeCheck):
+            if isinstance(sc, (ShapeCheck, SizeCheck)):
                 ctx.shape_check(sc)
     kernels = [ctx.lower_op(t, (fused or {}).get(t, ())) for t in order if isinstance(t, ComputeOp)]
     for t in order:  # the reads of the ops fused into others, checked over their own domains
         for rc in getattr(t, "checks", ()):
-            if not isinstance(rc, ShapeCheck):
+            if not isinstance(rc, (ShapeCheck, SizeCheck)):
                 ctx.range_check(rc)
     ins = tuple(bufs[t] for t in inputs)
     outs = tuple(bufs[t] for t in outputs)
@@ -193,6 +197,7 @@ class _Context:
         # with a flag: did lowering the hoisted reduction need a range check
         self.skipped: list = []
         self.shadowed = shadowed(op)
+        self.inline_accs: set = set()  # accumulators computed where they are used (not hoisted)
         stmts, value = self.expr(op.body, None, False, axes)
         nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         for k, a in reversed(list(enumerate(op.axes))):
@@ -252,7 +257,8 @@ class _Context:
     def shape_check(self, sc) -> None:
         cond = simplify(sc.cond)
         if not (isinstance(cond, E.Const) and cond.value) and cond not in self.asserts:
-            self.asserts[cond] = Assert(cond, self._code(NegativeShape(sc.tensor, sc.shape)))
+            info = NegativeShape(sc.tensor, sc.shape) if isinstance(sc, ShapeCheck) else sc
+            self.asserts[cond] = Assert(cond, self._code(info))
 
     def range_check(self, rc) -> None:
         cond = simplify(rc.cond)
@@ -304,8 +310,14 @@ class _Context:
             stmts, acc = self._reduce(e, guard, guarded, where)
         finally:
             _, checked = self.skipped.pop()
+        inside = {x.var for st in stmts for x in walk(st) if isinstance(x, Declare)}
+        if hoist and any(v in self.inline_accs and v not in inside and self.acc_depth[v] >= len(where)
+                         for st in stmts for v in exprs(st) if isinstance(v, E.Var)):
+            hoist = False  # it reads an accumulator computed inline here, after the slot: stay here
         self.reduced[key] = (acc, self.slot_scope[where] if hoist else self.scopes[-1])
-        self.acc_depth[acc] = len(where)
+        self.acc_depth[acc] = len(where) if hoist else len(enclosing)
+        if not hoist:
+            self.inline_accs.add(acc)
         if hoist:
             nonempty = _all_positive(skipped) if checked[0] else None
             if nonempty is not None:  # its reads were checked as if the skipped loops ran: make it so
@@ -490,11 +502,20 @@ def read_checks(op: ComputeOp) -> tuple:
 
 def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
     """`op`'s checks, plus those of the reads of `old_body` when a rewrite of it to `new_body`
-    dropped some (`x[0] < x[0]` is False, but x must still have an element 0)."""
-    old = {ld for ld in E.loads(old_body)}
-    if old <= set(E.loads(new_body)):
+    dropped some (`x[0] < x[0]` is False, but x must still have an element 0), and of every op
+    a dropped read made unreachable (`where(t[()] > 0, x[i], x[i])` no longer needs t, but t's
+    reads and shape are still checked, as the reference computes t)."""
+    from .tensor import topo_order
+    new = set(E.loads(new_body))
+    dropped = [ld for ld in E.loads(old_body) if ld not in new]
+    if not dropped:
         return op.checks
-    return op.checks + read_checks(op.with_body(old_body))
+    kept = op.checks + read_checks(op.with_body(old_body))
+    still = set(topo_order([op.with_body(new_body)]))
+    for t in topo_order([ld.tensor for ld in dropped]):
+        if isinstance(t, ComputeOp) and t not in still:
+            kept += t.checks + shape_checks(t) + read_checks(t)
+    return kept
 
 
 def _all_positive(axes):

@@ -134,10 +134,12 @@ def register(op: Op) -> Op:
     if op.method is not None:
         if op.arity == 1:
             setattr(E.Expr, op.method, lambda self: build(name, self))
-        else:
-            setattr(E.Expr, op.method, lambda self, o: build(name, self, o))
+        else:  # an array operand (a Tensor) takes over: elementwise with broadcasting
+            setattr(E.Expr, op.method, lambda self, o: NotImplemented if getattr(o, "__kd_array__", False)
+                    else build(name, self, o))
     if op.rmethod is not None:
-        setattr(E.Expr, op.rmethod, lambda self, o: build(name, o, self))
+        setattr(E.Expr, op.rmethod, lambda self, o: NotImplemented if getattr(o, "__kd_array__", False)
+                else build(name, o, self))
     return op
 
 

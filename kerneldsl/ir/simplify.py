@@ -93,6 +93,10 @@ IDENTITIES = RuleSet("identities", [
     # x**2 is x*x rounded once: exact, and no pow call
     Rule("square", Pat.binary("pow", x, Pat.const(2), dtype=_FLOATS, name="n"),
          lambda x, n: E.Binary("mul", x, x, n.dtype)),
+    # x**0.5 is sqrt(x), as numpy computes it (sqrt(-inf) is nan and sqrt(-0.0) is -0.0, where C's
+    # pow gives inf and 0.0)
+    Rule("sqrt_half", Pat.binary("pow", x, Pat.const(0.5), dtype=_FLOATS)
+         | Pat.call("pow", x, Pat.const(0.5), dtype=_FLOATS), lambda x: E.call("sqrt", x)),
     Rule("add_zero", Pat.binary("add", x, Pat.const(0), dtype=_INTS, commutative=True), _x),
     Rule("mul_zero", Pat.binary("mul", Pat.any(), Pat.const(0), dtype=_INTS, commutative=True, name="n"),
          _zero),
@@ -227,6 +231,11 @@ INDEX = RuleSet("index", [
          Pat.binary(("add", "sub", "mul"), dtype="int64", name="n")
          | Pat.unary("neg", dtype="int64", name="n"),
          _normalise),
+    # sizes are never negative: a slice's length maximum(n, 0) is n
+    Rule("max_nonneg_zero", Pat.call("maximum", Pat.var("a", dtype="int64"), Pat.const(0)),
+         lambda a: a, guard=lambda a: ops.nonneg(a)),
+    Rule("min_nonneg_zero", Pat.call("minimum", Pat.var("a", dtype="int64"), Pat.const(0)),
+         lambda a: E.Const(0, "int64"), guard=lambda a: ops.nonneg(a)),
 ])
 
 SIMPLIFY = (FOLD, IDENTITIES, INDEX)

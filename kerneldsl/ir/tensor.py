@@ -28,11 +28,40 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+ARRAY_API = None  # kerneldsl.numpy, once imported: the functions behind the array operators
+
+
+def _array_api(name: str):
+    if ARRAY_API is None:
+        raise TypeError("array operations need kerneldsl.numpy (import kerneldsl)")
+    return getattr(ARRAY_API, name)
+
+
+def _is_scalar_index(ix) -> bool:
+    if isinstance(ix, bool):
+        return False
+    if isinstance(ix, E.Expr):
+        return ix.dtype in ("int32", "int64")
+    return isinstance(ix, int) or (hasattr(ix, "dtype") and getattr(ix, "ndim", 1) == 0
+                                   and str(ix.dtype).startswith(("int", "uint")))
+
+
+def _method(name: str, reflected: bool = False):
+    def method(self, *args, **kwargs):
+        fn = _array_api(name)
+        return fn(args[0], self) if reflected else fn(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
 @dataclass(frozen=True, eq=False)
 class Tensor:
+    """A tensor of the graph, and a symbolic array: numpy's operators and methods build new
+    compute ops (kerneldsl/numpy.py); `==` stays identity (use knp.equal), so tensors hash."""
     name: str
     shape: tuple  # of int64 expressions (constants and size expressions)
     dtype: str
+    __kd_array__ = True
 
     @property
     def ndim(self) -> int:
@@ -41,17 +70,15 @@ class Tensor:
     def inputs(self) -> tuple[Tensor, ...]:
         return ()
 
-    def __getitem__(self, index) -> E.Load:
-        if not isinstance(index, tuple):
-            index = (index,)
-        if len(index) != self.ndim:
-            raise ShapeError(f"{self.name} has {self.ndim} dimension(s) {shape_str(self.shape)} but "
-                             f"was indexed with {len(index)}: give one index per dimension")
+    def __getitem__(self, index):
+        """One index per dimension, each an integer scalar or expression (`A[i, r]`, `x[0]`): the
+        element, a load, as in the loop DSL. Anything else (a slice, `...`, `None`, an integer
+        array, fewer indices than dimensions): numpy's indexing, an array (kerneldsl.numpy)."""
+        items = index if isinstance(index, tuple) else (index,)
+        if len(items) != self.ndim or not all(_is_scalar_index(ix) for ix in items):
+            return _array_api("getitem")(self, index)
         idx = []
-        for k, ix in enumerate(index):
-            if isinstance(ix, slice):
-                raise TypeError(f"{self.name}[...]: slices are not indices; write a compute over the "
-                                f"slice instead, e.g. kd.compute(..., lambda i: {self.name}[i + start])")
+        for k, ix in enumerate(items):
             e = E.as_index(ix, f"index {k} of {self.name}")
             if isinstance(e, E.Const) and isinstance(self.shape[k], E.Const) and not (
                     0 <= e.value < self.shape[k].value):
@@ -69,6 +96,23 @@ class Tensor:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}{shape_str(self.shape)} {self.dtype}>"
+
+
+_BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "divide", "floordiv": "floor_divide",
+           "mod": "mod", "pow": "power", "matmul": "matmul", "and": "bitwise_and", "or": "bitwise_or",
+           "xor": "bitwise_xor"}
+for _py, _fn in _BINARY.items():
+    setattr(Tensor, f"__{_py}__", _method(_fn))
+    setattr(Tensor, f"__r{_py}__", _method(_fn, reflected=True))
+for _py, _fn in {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}.items():
+    setattr(Tensor, f"__{_py}__", _method(_fn))
+for _py, _fn in {"neg": "negative", "abs": "absolute", "invert": "invert", "pos": "positive"}.items():
+    setattr(Tensor, f"__{_py}__", _method(_fn))
+for _name in ("sum", "mean", "max", "min", "prod", "argmax", "argmin", "var", "std", "reshape", "transpose",
+              "flatten", "astype", "dimshuffle", "dot", "clip", "any", "all", "ravel", "squeeze"):
+    setattr(Tensor, _name, _method(_name))
+Tensor.T = property(_method("transpose"))
+Tensor.size = property(lambda self: _array_api("size")(self))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -93,6 +137,17 @@ class RangeCheck:
 
 
 @dataclass(frozen=True)
+class SizeCheck:
+    """Sizes an op needs to agree (two broadcast dimensions, a matmul's inner sizes): `cond`
+    over sizes, and the message of the ShapeError when it fails; `{a}` and `{b}` in it are the
+    values of `a` and `b`."""
+    cond: E.Expr
+    message: str
+    a: E.Expr
+    b: E.Expr
+
+
+@dataclass(frozen=True)
 class ShapeCheck:
     """The shape of an op that fusion inlined elsewhere must not be negative (as it is checked
     for the ops that are stored): `cond` over sizes, and the op's name and shape."""
@@ -106,14 +161,15 @@ class ComputeOp(Tensor):
     axes: tuple = ()  # IndexVars, one per output dimension
     body: E.Expr = None  # type: ignore[assignment]
     uid: int = 0
-    checks: tuple = ()  # RangeChecks of the ops fusion inlined into this one
+    checks: tuple = ()  # SizeChecks of its operands' sizes; checks of the ops fused into it
+    tag: str = ""  # what the op is, for rewrites and printing ("softmax", "matmul", ...): its identity
 
     def with_body(self, body: E.Expr, checks: tuple | None = None) -> ComputeOp:
-        """The same op (name, shape, axes, uid) computing `body` (and carrying `checks`)."""
+        """The same op (name, shape, axes, uid, tag) computing `body` (and carrying `checks`)."""
         if checks is not None:  # one check per condition
             checks = tuple({c.cond: c for c in reversed(checks)}.values())[::-1]
         return ComputeOp(self.name, self.shape, self.dtype, self.axes, body, self.uid,
-                         self.checks if checks is None else checks)
+                         self.checks if checks is None else checks, self.tag)
 
     def inputs(self) -> tuple[Tensor, ...]:
         seen: dict = {}

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..ir import expr as E
 from ..ir.lower import Module, NegativeShape
+from ..ir.tensor import SizeCheck
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
@@ -179,6 +180,8 @@ class Function:
         info = self.module.errors.get(code)
         if info is None:
             return RuntimeError(f"kernel failed with unknown code {code}")
+        if isinstance(info, SizeCheck):
+            return ShapeError(info.message.format(a=eval_int(info.a, sizes), b=eval_int(info.b, sizes)))
         if isinstance(info, NegativeShape):  # an op fused away: the message of a stored one
             shape = tuple(eval_int(d, sizes) for d in info.shape)
             k = next(k for k, n in enumerate(shape) if n < 0)
