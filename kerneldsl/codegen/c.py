@@ -118,24 +118,30 @@ class CPrinter:
         return " + ".join(parts)
 
     def _extreme_loop(self, s: For, indent: str, acc, v, op: str, nan_aware: bool) -> list[str]:
-        """A max/min reduction loop as SIMD lanes: `reduction(max:acc)` over the plain comparison,
-        and, for floats, a flag that any lane saw NaN, which then wins as in np.max."""
+        """A max/min reduction loop as SIMD lanes: the loop's own extreme `m` by `reduction(max:m)`
+        over the plain comparison, and, for floats, a flag that any lane saw NaN. It is combined
+        into the accumulator once, NaN first (np.max): OpenMP's combine of a NaN accumulator with
+        a lane's value would drop the NaN, so the accumulator stays out of the clause."""
         a, lv, it = self.name(acc), self.name(v), self.name(s.var)
         body = s.body.stmts if isinstance(s.body, Seq) else (s.body,)
         decl = body[0]
         sym = ">" if op == "max" else "<"
-        flag = f"{a}_nan"
-        clause = f" reduction({op}:{a})" + (f" reduction(|:{flag})" if nan_aware else "")
-        out = [f"{indent}{{"]
-        if nan_aware:  # a NaN already held (from an earlier row of a multi-axis reduction) stays
-            out.append(f"{indent}    int {flag} = {a} != {a};")
+        m, flag, ctype = f"{a}_m", f"{a}_nan", CTYPE[v.dtype]
+        init = c_const(float("-inf") if op == "max" else float("inf"), v.dtype) if nan_aware else \
+            c_const(*((-(1 << 63) if v.dtype == "int64" else -(1 << 31)) if op == "max" else
+                      ((1 << 63) - 1 if v.dtype == "int64" else (1 << 31) - 1),), v.dtype)
+        clause = f" reduction({op}:{m})" + (f" reduction(|:{flag})" if nan_aware else "")
+        out = [f"{indent}{{", f"{indent}    {ctype} {m} = {init};"]
+        if nan_aware:
+            out.append(f"{indent}    int {flag} = 0;")
         out += [f"{indent}    #pragma omp simd{clause}",
                 f"{indent}    for (int64_t {it} = 0; {it} < {self.expr(s.extent)}; ++{it}) {{",
-                f"{indent}        {CTYPE[v.dtype]} {lv} = {self.expr(decl.init)};",
-                f"{indent}        {a} = {lv} {sym} {a} ? {lv} : {a};"]
+                f"{indent}        {ctype} {lv} = {self.expr(decl.init)};",
+                f"{indent}        {m} = {lv} {sym} {m} ? {lv} : {m};"]
         if nan_aware:
             out.append(f"{indent}        {flag} |= {lv} != {lv};")
         out.append(f"{indent}    }}")
+        out.append(f"{indent}    {a} = {m} {sym} {a} ? {m} : {a};  /* a NaN already in {a} stays */")
         if nan_aware:
             out.append(f"{indent}    if ({flag}) {a} = {c_const(float('nan'), acc.dtype)};")
         return out + [f"{indent}}}"]

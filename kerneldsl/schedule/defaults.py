@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ScheduleError
+from ..ir import expr as E
 from ..ir.lower import Kernel, extreme_update, straight_line
 from ..ir.loops import For, Stmt, loops, stmt_lines
 from ..settings import settings
@@ -123,7 +124,9 @@ def mark_steps(kernel: Kernel) -> list[dict]:
             continue
         kind = _reduction_kind(lp)
         innermost = not any(isinstance(x, For) for x in loops(lp.body))
-        if innermost and (straight_line(lp.body) and kind in ("add", "mul") or extreme_update(lp) is not None):
+        short = isinstance(lp.extent, E.Const) and lp.extent.value < 8  # a pooling window: plain code wins
+        if innermost and not short and (straight_line(lp.body) and kind in ("add", "mul")
+                                         or extreme_update(lp) is not None):
             mark("vectorize", lp)
         elif lp in top_reductions and kind in ("add", "mul"):
             mark("parallel_reduce", lp)
