@@ -11,15 +11,14 @@
 
 __version__ = "0.1.0"
 
-from .api import build
-from .schedule.config import Config
-from .schedule.templates import knobs
-from .settings import settings
-from .target import Target
-from .autodiff import check_grad, grad
+import importlib
+import sys
+import types
+
 from .errors import CompileError, DTypeError, ScheduleError, ShapeError
 from .ir.expr import Expr
 from .ir.tensor import ComputeOp, Placeholder, Tensor
+from .settings import settings
 from .lang import (
                    abs,
                    argmax,
@@ -30,6 +29,7 @@ from .lang import (
                    const,
                    cos,
                    erf,
+                   erfc,
                    exp,
                    expm1,
                    floor,
@@ -47,6 +47,7 @@ from .lang import (
                    sigmoid,
                    sin,
                    size,
+                   softplus,
                    sizes,
                    sqrt,
                    stop_gradient,
@@ -54,8 +55,6 @@ from .lang import (
                    tanh,
                    where,
 )
-from .reference import evaluate
-from .schedule.schedule import LoopRef, Schedule, Trace, schedule
 
 __all__ = [
                    "CompileError",
@@ -84,6 +83,7 @@ __all__ = [
                    "const",
                    "cos",
                    "erf",
+                   "erfc",
                    "evaluate",
                    "exp",
                    "expm1",
@@ -104,12 +104,70 @@ __all__ = [
                    "sigmoid",
                    "sin",
                    "size",
+                   "softplus",
                    "sizes",
                    "sqrt",
                    "stop_gradient",
                    "sum",
                    "tanh",
                    "where",
+    "function", "debugprint", "DebugModeError", "nn", "shared", "config",
 ]
 
 from . import numpy  # noqa: E402,F401 - numpy's operators and methods on tensors (Tensor hooks)
+from .frontend import (  # noqa: E402
+    SharedVariable,
+    bvector,
+    config,
+    imatrix,
+    iscalar,
+    ivector,
+    lmatrix,
+    lvector,
+    matrix,
+    scalar,
+    shared,
+    tensor,
+    tensor3,
+    tensor4,
+    vector,
+)
+
+# The compiler behind the front end loads on first use (PEP 562), so that `import kerneldsl`
+# costs little more than numpy: the name -> the module that defines it.
+_LAZY = {
+    "build": "pipeline", "schedule": "schedule.schedule", "Schedule": "schedule.schedule",
+    "LoopRef": "schedule.schedule", "Trace": "schedule.schedule", "Config": "schedule.config",
+    "knobs": "schedule.templates", "Target": "target", "check_grad": "autodiff", "grad": "autodiff",
+    "evaluate": "reference", "function": "function", "debugprint": "function",
+    "DebugModeError": "function",
+}
+_SUBMODULES = ("nn",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'kerneldsl' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """The import system records a loaded submodule as an attribute of its package: kd.function
+    and kd.schedule stay the functions, not the modules of the same name."""
+
+    def __setattr__(self, name, value):
+        if name in ("function", "schedule") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

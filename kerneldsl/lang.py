@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from . import dtypes as dt
 from .errors import DTypeError, ShapeError
 from .ir import expr as E
-from .ir.tensor import ComputeOp, Placeholder, Tensor, check_name, is_name, new_uid
+from .ir.tensor import ComputeOp, Placeholder, Tensor, array_api, check_name, is_name, new_uid
 
 Expr = E.Expr
 
@@ -25,7 +25,7 @@ def sizes(names: str) -> tuple[E.SizeVar, ...]:
     return tuple(size(n) for n in names.replace(",", " ").split())
 
 
-def _shape(shape, what: str) -> tuple:
+def shape_tuple(shape, what: str) -> tuple:
     if isinstance(shape, (int, E.Expr)):
         shape = (shape,)
     out = []
@@ -45,7 +45,7 @@ def placeholder(shape, dtype="float32", name: str | None = None) -> Placeholder:
     """An input tensor: `kd.placeholder((n, k), "float32", name="A")`."""
     uid = new_uid()
     name = check_name(name, "placeholder") if name is not None else f"in{uid}"
-    return Placeholder(name, _shape(shape, f"placeholder {name}"), dt.normalize(dtype), uid)
+    return Placeholder(name, shape_tuple(shape, f"placeholder {name}"), dt.normalize(dtype), uid)
 
 
 def reduce_axis(extent, name: str = "r") -> E.IndexVar:
@@ -57,7 +57,7 @@ def compute(shape, fcompute: Callable, name: str | None = None, dtype=None) -> C
     """`kd.compute((n, m), lambda i, j: ...)`: a tensor defined elementwise over its axes."""
     uid = new_uid()
     name = check_name(name, "compute") if name is not None else f"t{uid}"
-    shape = _shape(shape, f"compute {name}")
+    shape = shape_tuple(shape, f"compute {name}")
     params = [p for p in inspect.signature(fcompute).parameters.values()  # `lambda i, f=f:` captures f
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     if len(params) != len(shape) and not any(
@@ -104,6 +104,10 @@ def _check_body(name: str, axes, body: Expr) -> None:
 # --- reductions -----------------------------------------------------------------------
 
 def _reduce(combiner: str, value, axis, where) -> Expr:
+    if isinstance(value, Tensor):  # a whole array: numpy's reduction over integer axes
+        if where is not None:
+            raise TypeError(f"kd.{combiner} of an array takes no where=; use knp.where first")
+        return array_api(combiner)(value, axis=axis)
     value = E.as_expr(value)
     axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
     if not axes:
@@ -158,10 +162,14 @@ def argmin(value, axis, where=None) -> Expr:
 
 def where(cond, a, b) -> Expr:
     """`a` where `cond` holds, else `b`; only the chosen side is read."""
+    if any(isinstance(v, Tensor) for v in (cond, a, b)):
+        return array_api("where")(cond, a, b)
     return E.select(cond, a, b)
 
 
 def cast(x, dtype) -> Expr:
+    if isinstance(x, Tensor):
+        return array_api("astype")(x, dtype)
     return E.cast(x, dtype)
 
 
@@ -170,10 +178,12 @@ def const(value, dtype=None) -> Expr:
 
 
 def _intrinsic(fn: str):
-    def f(*args) -> Expr:
+    def f(*args):
+        if any(isinstance(a, Tensor) for a in args):  # on whole arrays: elementwise (kerneldsl.numpy)
+            return array_api("elementwise")(lambda *a: E.call(fn, *a), *args, name=fn)
         return E.call(fn, *args)
     f.__name__ = fn
-    f.__doc__ = f"The {fn} intrinsic, elementwise."
+    f.__doc__ = f"The {fn} intrinsic, elementwise (on expressions, or on whole arrays)."
     return f
 
 
@@ -184,6 +194,8 @@ expm1 = _intrinsic("expm1")
 tanh = _intrinsic("tanh")
 sigmoid = _intrinsic("sigmoid")
 erf = _intrinsic("erf")
+erfc = _intrinsic("erfc")
+softplus = _intrinsic("softplus")
 sqrt = _intrinsic("sqrt")
 rsqrt = _intrinsic("rsqrt")
 abs = _intrinsic("abs")

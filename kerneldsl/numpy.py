@@ -47,7 +47,7 @@ def _fresh(base: str) -> str:
     return f"{base}{next(_names)}"
 
 
-def _op(shape, body, name: str, checks=(), tag: str = "", dtype=None) -> ComputeOp:
+def array_op(shape, body, name: str, checks=(), tag: str = "", dtype=None) -> ComputeOp:
     """A compute op of `shape` whose element is `body(*axes)`, with size checks and a tag."""
     t = L.compute(tuple(shape), body, name=_fresh(name), dtype=dtype)
     return replace(t, checks=tuple(checks), tag=tag or name) if checks or tag or name else t
@@ -63,7 +63,7 @@ def asarray(x, dtype=None) -> Tensor:
     e = E.as_expr(x.item() if isinstance(x, _np.ndarray) else x)
     if E.free_axes(e):
         raise TypeError(f"kerneldsl.numpy: {e} uses loop axes; array functions take whole arrays")
-    return _op((), lambda: e, "scalar", dtype=dtype)
+    return array_op((), lambda: e, "scalar", dtype=dtype)
 
 
 def _is_one(d) -> bool:
@@ -119,7 +119,7 @@ def elementwise(fn, *args, name: str = "ew", tag: str = "") -> Tensor | E.Expr:
     if not arrays:
         return fn(*args)
     shape, checks = broadcast_shape(arrays)
-    return _op(shape, lambda *axes: fn(*(_read(a, axes) for a in args)), name, checks, tag or name)
+    return array_op(shape, lambda *axes: fn(*(_read(a, axes) for a in args)), name, checks, tag or name)
 
 
 def _arg(a):
@@ -218,7 +218,7 @@ def astype(x, dtype) -> Tensor:
     x = asarray(x)
     if x.dtype == dtype:
         return x
-    return _op(x.shape, lambda *ax: E.cast(x[ax] if ax else x[()], dtype), "astype", tag="astype")
+    return array_op(x.shape, lambda *ax: E.cast(x[ax] if ax else x[()], dtype), "astype", tag="astype")
 
 
 def size(x) -> E.Expr:
@@ -251,7 +251,7 @@ def _reduction(combiner: str, x, axis=None, keepdims: bool = False, cast=None, t
     keep = [k for k in range(x.ndim) if k not in axes]
     shape = [ONE if k in axes else x.shape[k] for k in range(x.ndim)] if keepdims else [x.shape[k] for k in keep]
     if not axes:  # nothing to reduce: the values themselves (numpy: sum over axis=() copies)
-        return _op(x.shape, lambda *ax: _cast(x[ax] if ax else x[()], cast), combiner, tag=tag or combiner)
+        return array_op(x.shape, lambda *ax: _cast(x[ax] if ax else x[()], cast), combiner, tag=tag or combiner)
 
     def body(*out):
         raxes = [L.reduce_axis(x.shape[k], name=f"r{k}") for k in axes]
@@ -267,7 +267,7 @@ def _reduction(combiner: str, x, axis=None, keepdims: bool = False, cast=None, t
                 pos += 1
         value = _cast(x[tuple(idx)], cast)
         return getattr(L, combiner)(value, axis=raxes)
-    return _op(shape, body, combiner, tag=tag or combiner)
+    return array_op(shape, body, combiner, tag=tag or combiner)
 
 
 def _cast(e, dtype):
@@ -376,7 +376,7 @@ def transpose(x, *axes) -> Tensor:
     if sorted(perm) != list(range(x.ndim)):
         raise ValueError(f"transpose: {axes!r} is not a permutation of {x.ndim} dimensions")
     inv = [perm.index(k) for k in range(x.ndim)]
-    return _op([x.shape[p] for p in perm], lambda *ax: x[tuple(ax[inv[k]] for k in range(x.ndim))],
+    return array_op([x.shape[p] for p in perm], lambda *ax: x[tuple(ax[inv[k]] for k in range(x.ndim))],
                "transpose", tag="transpose")
 
 
@@ -395,7 +395,7 @@ def dimshuffle(x, *pattern) -> Tensor:
     def body(*ax):
         where_ = {p: j for j, p in enumerate(pattern) if p != "x"}
         return x[tuple(ax[where_[k]] if k in where_ else E.Const(0, "int64") for k in range(x.ndim))]
-    return _op(shape, body, "dimshuffle", tag="dimshuffle")
+    return array_op(shape, body, "dimshuffle", tag="dimshuffle")
 
 
 def expand_dims(x, axis) -> Tensor:
@@ -459,7 +459,7 @@ def reshape(x, *shape) -> Tensor:
             q = flat // _prod(x.shape[k + 1:]) if k + 1 < x.ndim else flat
             idx.append(simplify(q if k == 0 else q % d))
         return x[tuple(idx)] if x.ndim else x[()]
-    return _op(dims, body, "reshape", checks, tag="reshape")
+    return array_op(dims, body, "reshape", checks, tag="reshape")
 
 
 def sum_(it):
@@ -512,7 +512,7 @@ def concatenate(arrays, axis: int = 0) -> Tensor:
             v = E.cast(a[tuple(simplify(ax[k] - s) if k == axis else ax[k] for k in range(nd))], dtype)
             value = v if value is None else L.where(ax[axis] < s + a.shape[axis], v, value)
         return value
-    return _op(shape, body, "concatenate", checks, tag="concatenate")
+    return array_op(shape, body, "concatenate", checks, tag="concatenate")
 
 
 def stack(arrays, axis: int = 0) -> Tensor:
@@ -529,7 +529,7 @@ def tile(x, reps) -> Tensor:
     reps = (1,) * (nd - len(reps)) + reps
     x = reshape(x, *((ONE,) * (nd - x.ndim) + tuple(x.shape))) if nd > x.ndim else x
     shape = [simplify(d * r) for d, r in zip(x.shape, reps)]
-    return _op(shape, lambda *ax: x[tuple(a % d for a, d in zip(ax, x.shape))], "tile", tag="tile")
+    return array_op(shape, lambda *ax: x[tuple(a % d for a, d in zip(ax, x.shape))], "tile", tag="tile")
 
 
 def repeat(x, repeats: int, axis=None) -> Tensor:
@@ -538,7 +538,7 @@ def repeat(x, repeats: int, axis=None) -> Tensor:
         x, axis = flatten(x), 0
     axis %= x.ndim
     shape = [simplify(d * repeats) if k == axis else d for k, d in enumerate(x.shape)]
-    return _op(shape, lambda *ax: x[tuple(a // repeats if k == axis else a for k, a in enumerate(ax))],
+    return array_op(shape, lambda *ax: x[tuple(a // repeats if k == axis else a for k, a in enumerate(ax))],
                "repeat", tag="repeat")
 
 
@@ -558,13 +558,13 @@ def arange(start, stop=None, step=1, dtype=None) -> Tensor:
         n = simplify(L.maximum(n, 0))
     else:
         n = E.Const(builtins.max(0, math.ceil((float(stop) - float(start)) / step)), "int64")
-    return _op((n,), lambda i: E.cast(start + i * step, dtype), "arange", tag="arange")
+    return array_op((n,), lambda i: E.cast(start + i * step, dtype), "arange", tag="arange")
 
 
 def full(shape, value, dtype=None) -> Tensor:
     shape = shape if isinstance(shape, (tuple, list)) else (shape,)
     v = E.const(value, dtype) if dtype is not None else E.as_expr(value)
-    return _op(shape, lambda *ax: v, "full", tag="full")
+    return array_op(shape, lambda *ax: v, "full", tag="full")
 
 
 def zeros(shape, dtype="float32") -> Tensor:
@@ -615,7 +615,7 @@ def matmul(a, b) -> Tensor:
         ia = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_a) + k] for k, d in enumerate(batch_a))
         ib = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_b) + k] for k, d in enumerate(batch_b))
         return L.sum(a2[(*ia, ax[nb], r)] * b2[(*ib, r, ax[nb + 1])], axis=r)
-    out = _op(shape, body, "matmul", checks + bchecks, tag="matmul")
+    out = array_op(shape, body, "matmul", checks + bchecks, tag="matmul")
     if va:
         out = squeeze(out, out.ndim - 2)
     if vb:
@@ -667,7 +667,7 @@ def tensordot(a, b, axes=2) -> Tensor:
             ia[i], ib[j] = r, r
         prod_ = a[tuple(ia)] * b[tuple(ib)]
         return L.sum(prod_, axis=rs) if rs else prod_
-    return _op(shape, body, "tensordot", checks, tag="tensordot")
+    return array_op(shape, body, "tensordot", checks, tag="tensordot")
 
 
 def outer(a, b) -> Tensor:
@@ -710,7 +710,7 @@ def einsum(subscripts: str, *operands) -> Tensor:
             v = o[tuple(env[c] for c in letters)] if letters else o[()]
             prod_ = v if prod_ is None else prod_ * v
         return L.sum(prod_, axis=rs) if rs else prod_
-    return _op([sizes[c][2] for c in out], body, "einsum", checks, tag="einsum")
+    return array_op([sizes[c][2] for c in out], body, "einsum", checks, tag="einsum")
 
 
 # --- indexing ---------------------------------------------------------------------------------------
@@ -791,7 +791,7 @@ def getitem(x: Tensor, index) -> Tensor:
                 j = E.cast(_read(arr, tuple(adv)), "int64")
                 idx[xd] = L.where(j < 0, j + x.shape[xd], j) if _maybe_negative(arr) else j
         return x[tuple(idx)] if idx else x[()]
-    return _op(out_shape, body, "getitem", adv_checks, tag="getitem")
+    return array_op(out_shape, body, "getitem", adv_checks, tag="getitem")
 
 
 def _maybe_negative(arr: Tensor) -> bool:

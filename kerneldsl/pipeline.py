@@ -117,12 +117,13 @@ def _config(outputs, target, fuse: bool, schedule, config):
     return config
 
 
-def build(inputs, outputs, target=None, name: str | None = None, fuse: bool = True, schedule=None, config=None):
+def build(inputs, outputs, target=None, name: str | None = None, fuse: bool = True, schedule=None, config=None,
+          profile: bool = False):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`.
 
     `target`: "c" (default), "cuda", "cuda-emu" or a kd.Target; `schedule`: a kd.schedule(...)
     to build as it stands; `config`: a kd.Config (or its JSON) to replay; `fuse=False` keeps
-    every op a kernel of its own."""
+    every op a kernel of its own; `profile=True` times every kernel (`f.kernel_times()`)."""
     from .schedule.schedule import Schedule, front
     _handler_for_debug()
     inputs, outputs = _check(inputs, outputs)
@@ -131,10 +132,10 @@ def build(inputs, outputs, target=None, name: str | None = None, fuse: bool = Tr
     inline = [s["tensor"] for s in steps if s.get("primitive") == "compute_inline"]
     plain = front(outputs, inputs, config.fuse, inline, run=run_pass)
     sched = run_pass("schedule", lambda: Schedule.on(outputs, inputs, plain, steps, config))
-    return _backend(sched.module, sched.config, inputs, outputs, name or outputs[0].name)
+    return _backend(sched.module, sched.config, inputs, outputs, name or outputs[0].name, profile)
 
 
-def _backend(module, config, inputs, outputs, name: str):
+def _backend(module, config, inputs, outputs, name: str, profile: bool = False):
     """render -> compile -> load for the config's target."""
     from .runtime.cache import kerneldsl_version
     target = config.target
@@ -152,7 +153,7 @@ def _backend(module, config, inputs, outputs, name: str):
     from .codegen.c import render
     from .runtime.build import compile_c
     from .runtime.callable import Function
-    source = run_pass("render", render, module, target, version)
+    source = run_pass("render", lambda: render(module, target, version, profile=profile))
     lib = run_pass("compile", lambda: compile_c(source, target, name=name))
     return run_pass("load", lambda: Function(module, lib, source, inputs, outputs, config))
 

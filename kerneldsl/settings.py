@@ -106,6 +106,14 @@ SETTINGS = (
             "how kernels reach a GPU: pycuda or cupy (default: whichever imports)", "pycuda or cupy"),
     Setting("gemm", "KERNELDSL_GEMM", _bool, True,
             "whether contractions (matmul, conv) take the GEMM template by default", "1/0, on/off"),
+    Setting("fastcall", "KERNELDSL_FASTCALL", _bool, True,
+            "whether repeated calls with arrays like the last call's take the C call path (no Python "
+            "between the checks and the kernels)", "1/0, on/off"),
+    Setting("flags", "KERNELDSL_FLAGS", str, "",
+            "kd.config defaults, comma-separated: device=cpu|cuda|cuda-emu, floatX=float32|float64, "
+            "mode=FAST_RUN|FAST_COMPILE|DEBUG|PROFILE", "flag=value,flag=value"),
+    Setting("rc", "KERNELDSL_RC", str, "",
+            "an rc file of kd.config defaults (lines `flag = value`; default ~/.kerneldslrc)", "a file path"),
     Setting("debug", "KERNELDSL_DEBUG", _int, 0,
             "1 logs each pipeline pass with its time; 2 also the IR after each pass and the source",
             "0, 1 or 2"),

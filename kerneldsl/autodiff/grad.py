@@ -26,18 +26,25 @@ from __future__ import annotations
 from .. import dtypes as dt
 from ..ir import expr as E
 from ..ir import ops
+from ..ir.rules import forward_for_grad
 from ..ir.tensor import ComputeOp, Tensor, new_uid, shape_str, topo_order
 from .adjoint import contribution
 from .exprs import conj, flat_index, mul, simp, subst, to_float
 
 
-def grad(outputs, wrt, dy=None) -> list:
+def grad(outputs, wrt, dy=None, stabilize: bool = True) -> list:
     """Adjoints of `wrt` for `outputs`: `dA, dB = kd.grad(C, [A, B], dy=dC)`.
 
     `outputs`: a tensor or a list (their adjoints add up). `dy`: a tensor shaped like each
     output (its adjoint); may be left out for a scalar (shape `()`) output, which then
     counts as 1. `wrt`: placeholders or intermediate tensors of the graph; one the outputs
     do not depend on gets a zero tensor. Returns one tensor per entry of `wrt`.
+
+    The graph differentiated is the forward graph after the graph rewrites (ir/rules.py:
+    canonicalize, stabilize, specialize), with the tensors of `wrt` held as they are: the
+    gradient of `log(sigmoid(x))` is that of `-softplus(-x)`, finite where sigmoid saturates,
+    and a crossentropy of a softmax gives softmax - onehot, never 1 / softmax.
+    `stabilize=False` differentiates the graph as written.
     """
     single_out = isinstance(outputs, Tensor)
     outputs = [outputs] if single_out else list(outputs)
@@ -76,13 +83,17 @@ def grad(outputs, wrt, dy=None) -> list:
         if t.dtype not in dt.FLOATS:
             raise TypeError(f"grad: {t.name} is {t.dtype}; integer and bool tensors (indices, masks) "
                             f"have no gradient, leave them out of wrt")
-    return _Reverse(outputs, wrt_list, seeds).run()
+    if not stabilize:
+        return _Reverse(outputs, wrt_list, seeds).run()
+    forward, held, restore = forward_for_grad(outputs, wrt_list)
+    seeds = {new: seeds[old] for old, new in zip(outputs, forward) if old in seeds}
+    return restore(_Reverse(forward, held, seeds).run())
 
 
 class _Reverse:
     def __init__(self, outputs, wrt, seeds):
         self.order = topo_order(outputs)
-        self.wrt, self.seeds = wrt, seeds
+        self.wrt, self.seeds = wrt, {t: list(v) for t, v in seeds.items()}
         targets = set(wrt)
         self.needed: set = set()
         for t in self.order:  # producers first
@@ -104,7 +115,14 @@ class _Reverse:
                     self.backprop(t, simp(seed))
                 else:
                     dt_ = self.finish(t)
-                    if dt_ is not None:
+                    if dt_ is None:
+                        continue
+                    x = _reshaped(t)
+                    if x is not None and x in self.needed:
+                        # a reshape's adjoint is the reshape back (its div/mod index map cannot be
+                        # solved per element, which would scan the whole forward domain)
+                        self.seeds.setdefault(x, []).append(_reshape_to(dt_, x, f"d{t.name}"))
+                    else:
                         self.backprop(t, dt_[t.axes])
         return [self._or_zero(t) for t in self.wrt]
 
@@ -289,3 +307,38 @@ def _whole_tensor(term: E.Expr, t: Tensor, axes: tuple):
         return None
     same = all(simp(a - b) is E.Const(0, "int64") for a, b in zip(term.tensor.shape, t.shape))
     return term.tensor if same else None
+
+
+def _row_major(axes, shape, to_shape) -> tuple:
+    """The indices into an array of `to_shape` of the point `axes` of an array of `shape` holding
+    the same elements in row-major order (a reshape's index map)."""
+    flat = E.Const(0, "int64")
+    for a, d in zip(axes, shape):
+        flat = flat * d + a
+    idx = []
+    for k, d in enumerate(to_shape):
+        stride = E.Const(1, "int64")
+        for e in to_shape[k + 1:]:
+            stride = stride * e
+        q = flat // simp(stride) if k + 1 < len(to_shape) else flat
+        idx.append(simp(q if k == 0 else q % d))
+    return tuple(idx)
+
+
+def _reshaped(t: ComputeOp):
+    """X when t is exactly a row-major reshape of X (kerneldsl.numpy.reshape), else None."""
+    body = t.body
+    if t.tag != "reshape" or not isinstance(body, E.Load) or body.tensor.dtype != t.dtype:
+        return None
+    x = body.tensor
+    if len(body.indices) != x.ndim or not x.ndim:
+        return None
+    want = _row_major(t.axes, t.shape, x.shape)
+    return x if all(a is b for a, b in zip(want, body.indices)) else None
+
+
+def _reshape_to(dy: Tensor, x: Tensor, name: str) -> ComputeOp:
+    """dy (shaped like a reshape of x) read back in x's shape."""
+    axes = tuple(E.index_var(f"x{k}", d) for k, d in enumerate(x.shape))
+    idx = _row_major(axes, x.shape, dy.shape)
+    return ComputeOp(name, x.shape, x.dtype, axes, dy[idx] if idx else dy[()], new_uid())

@@ -313,7 +313,7 @@ def source_names(module: Module) -> tuple[dict, dict]:
     return names, strides
 
 
-def render(module: Module, target, version: str, printer_cls=CPrinter) -> str:
+def render(module: Module, target, version: str, printer_cls=CPrinter, profile: bool = False) -> str:
     """The C translation unit of a scheduled module: one function per kernel (its template's
     code, or its loop nest), and the entry that checks ranges and runs them in order."""
     size_pos, stride_pos = meta_layout(module)
@@ -368,4 +368,5 @@ def render(module: Module, target, version: str, printer_cls=CPrinter) -> str:
                       for s in module.sizes if s in entry_used]
     prelude = environment().get_template("c/prelude.h").render()
     return environment().get_template("c/module.c.j2").render(
-        version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue)
+        version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue,
+        profile=profile)

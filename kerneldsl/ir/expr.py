@@ -459,6 +459,23 @@ def free_axes(e: Expr) -> set:
     return set(fold(e, free))
 
 
+def canonical(e: Expr) -> Expr:
+    """`e` with the axes its reductions bind renamed by position: two expressions that differ
+    only in the names of their bound axes (alpha-equivalent) have the same canonical form. Fusion
+    renames an inlined op's reduction axes per copy; lowering keys its memo on this form so that
+    the copies are still computed once."""
+    bound = [a for n in walk(e) if isinstance(n, Reduce) for a in n.axes]
+    if not bound:
+        return e
+    fresh = {a: IndexVar(f"_k{k}", a.extent, -1 - k, True) for k, a in enumerate(dict.fromkeys(bound))}
+
+    def rule(n):
+        if isinstance(n, Reduce):
+            return Reduce(n.combiner, tuple(fresh[a] for a in n.axes), n.body, n.cond, n.dtype)
+        return fresh.get(n)
+    return transform(e, rule)
+
+
 def size_vars(e: Expr) -> set:
     return {n for n in walk(e) if isinstance(n, SizeVar)} | {
         s for n in walk(e) if isinstance(n, IndexVar) for s in size_vars(n.extent)}

@@ -123,6 +123,7 @@ class Module:
     checks: tuple
     errors: dict = field(default_factory=dict)
     tensors: dict = field(default_factory=dict)  # Buffer -> Tensor
+    rewrites: dict = field(default_factory=dict)  # rule name -> times the graph rewrites fired it
 
     @property
     def buffers(self) -> tuple:
@@ -299,12 +300,15 @@ class _Context:
         depth = max(max((k + 1 for k, a in enumerate(enclosing) if a in used), default=0), floor)
         hoist = depth < len(enclosing) and enclosing[:depth] in self.slots
         where = enclosing[:depth] if hoist else enclosing
-        key = (e, guard, where)  # one accumulator per reduction and placement: computed once
-        hit = self.reduced.get(key)
-        if hit is not None and hit[1] in self.scopes:  # and only where its declaration is in scope
-            return [], hit[0]
+        # one accumulator per reduction (up to the names of its axes) and placement: computed once
+        key = (E.canonical(e), guard, where)
         # the output's own axes need no guard: an empty output skips the whole kernel (runs_if)
         skipped = [a for a in enclosing[len(where):] if a.reduce]
+        hit = self.reduced.get(key)
+        # reused only where its declaration is in scope, and where it was surely computed: a copy
+        # computed only when some loops run serves only a use inside those same loops
+        if hit is not None and hit[1] in self.scopes and (hit[2] is None or hit[2] is _all_positive(skipped)):
+            return [], hit[0]
         self.skipped.append((skipped, [False]))
         try:
             stmts, acc = self._reduce(e, guard, guarded, where)
@@ -314,12 +318,12 @@ class _Context:
         if hoist and any(v in self.inline_accs and v not in inside and self.acc_depth[v] >= len(where)
                          for st in stmts for v in exprs(st) if isinstance(v, E.Var)):
             hoist = False  # it reads an accumulator computed inline here, after the slot: stay here
-        self.reduced[key] = (acc, self.slot_scope[where] if hoist else self.scopes[-1])
+        nonempty = _all_positive(skipped) if hoist and checked[0] else None
+        self.reduced[key] = (acc, self.slot_scope[where] if hoist else self.scopes[-1], nonempty)
         self.acc_depth[acc] = len(where) if hoist else len(enclosing)
         if not hoist:
             self.inline_accs.add(acc)
         if hoist:
-            nonempty = _all_positive(skipped) if checked[0] else None
             if nonempty is not None:  # its reads were checked as if the skipped loops ran: make it so
                 decls = [st for st in stmts if isinstance(st, Declare)]  # outside: the skipped loops read them
                 stmts = [*decls, IfThenElse(nonempty, seq(*[st for st in stmts if not isinstance(st, Declare)]))]

@@ -246,10 +246,22 @@ def pow_np(a, b, dtype):
     return (ipow_np(a, b) if np.dtype(dtype).kind in "iu" else np.power(a, b)).astype(dtype, copy=False)
 
 
+_erfc_vec = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _erfc_np(x):
+    return np.asarray(_erfc_vec(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(x.dtype)
+
+
 def _sigmoid_np(x):
     with np.errstate(over="ignore"):
         e = np.exp(-np.abs(x))
         return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _log1mexp_np(x):
+    with np.errstate(all="ignore"):
+        return np.where(x > -math.log(2), np.log(-np.expm1(x)), np.log1p(-np.exp(x))).astype(x.dtype)
 
 
 _erf_vec = np.frompyfunc(math.erf, 1, 1)
@@ -437,6 +449,17 @@ _ROWS = [
                lambda a, out: (out * (1 - out),)),
     _intrinsic("erf", 1, _float_rule, _erf_np, _f("erff"),
                lambda a, out: (E.call("exp", -(a[0] * a[0])) * (2 / math.sqrt(math.pi)),)),
+    _intrinsic("erfc", 1, _float_rule, _erfc_np, _f("erfcf"),
+               lambda a, out: (E.call("exp", -(a[0] * a[0])) * (-2 / math.sqrt(math.pi)),)),
+    # log(1 + exp(x)) without overflow: x + log1p(exp(-x)) for x > 0
+    _intrinsic("softplus", 1, _float_rule, lambda x: np.logaddexp(np.zeros((), x.dtype), x).astype(x.dtype),
+               _kd("softplus", 1, ("float32", "float64")), lambda a, out: (E.call("sigmoid", a[0]),)),
+    # log(1 - exp(x)) (x <= 0) without cancellation: log(-expm1(x)) near 0, log1p(-exp(x)) below -log(2)
+    _intrinsic("log1mexp", 1, _float_rule, _log1mexp_np, _kd("log1mexp", 1, ("float32", "float64")),
+               lambda a, out: (-1 / E.call("expm1", -a[0]),)),
+    # x * x with x evaluated once (the graph rewrites' form of a square of a computed value)
+    _intrinsic("sqr", 1, _float_rule, lambda x: np.multiply(x, x), _kd("sqr", 1, ("float32", "float64")),
+               lambda a, out: (2 * a[0],)),
     _intrinsic("sqrt", 1, _float_rule, np.sqrt, _f("sqrtf"), lambda a, out: (0.5 / out,)),
     _intrinsic("rsqrt", 1, _float_rule, lambda x: (1 / np.sqrt(x)).astype(x.dtype),
                {"float32": "(1.0f / sqrtf({0}))", "float64": "(1.0 / sqrt({0}))"},

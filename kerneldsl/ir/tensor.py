@@ -31,7 +31,7 @@ def check_name(name: str, what: str) -> str:
 ARRAY_API = None  # kerneldsl.numpy, once imported: the functions behind the array operators
 
 
-def _array_api(name: str):
+def array_api(name: str):
     if ARRAY_API is None:
         raise TypeError("array operations need kerneldsl.numpy (import kerneldsl)")
     return getattr(ARRAY_API, name)
@@ -48,7 +48,7 @@ def _is_scalar_index(ix) -> bool:
 
 def _method(name: str, reflected: bool = False):
     def method(self, *args, **kwargs):
-        fn = _array_api(name)
+        fn = array_api(name)
         return fn(args[0], self) if reflected else fn(self, *args, **kwargs)
     method.__name__ = name
     return method
@@ -76,7 +76,7 @@ class Tensor:
         array, fewer indices than dimensions): numpy's indexing, an array (kerneldsl.numpy)."""
         items = index if isinstance(index, tuple) else (index,)
         if len(items) != self.ndim or not all(_is_scalar_index(ix) for ix in items):
-            return _array_api("getitem")(self, index)
+            return array_api("getitem")(self, index)
         idx = []
         for k, ix in enumerate(items):
             e = E.as_index(ix, f"index {k} of {self.name}")
@@ -112,7 +112,7 @@ for _name in ("sum", "mean", "max", "min", "prod", "argmax", "argmin", "var", "s
               "flatten", "astype", "dimshuffle", "dot", "clip", "any", "all", "ravel", "squeeze"):
     setattr(Tensor, _name, _method(_name))
 Tensor.T = property(_method("transpose"))
-Tensor.size = property(lambda self: _array_api("size")(self))
+Tensor.size = property(lambda self: array_api("size")(self))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -213,3 +213,56 @@ def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, di
             body = fn(t, body)  # a new body, or a whole new op (to carry checks)
         new[t] = body if isinstance(body, ComputeOp) else t if body is t.body else t.with_body(body)
     return tuple(new.get(t, t) for t in outputs), new
+
+
+def substitute_sizes(outputs, sizes: dict, replaced: dict | None = None) -> tuple:
+    """The graph of `outputs` with the SizeVars of `sizes` (SizeVar -> size expression) replaced
+    everywhere: shapes, axis extents (output and reduction axes alike), bodies and checks; and
+    the tensors of `replaced` (old -> new) read instead. Returns the new outputs in order."""
+    if not sizes:
+        return map_graph(tuple(outputs), replaced=replaced)[0]
+    axes: dict = {}
+    memo: dict = {}
+
+    def sub(e):
+        if e is None:
+            return None
+        out = memo.get(id(e))
+        if out is not None:
+            return out[1]
+        if isinstance(e, E.SizeVar):
+            new = sizes.get(e, e)
+        elif isinstance(e, E.IndexVar):
+            new = axes.get(e)
+            if new is None:
+                new = axes[e] = E.IndexVar(e.name, sub(e.extent), e.uid, e.reduce)
+        elif isinstance(e, E.Reduce):
+            new = E.Reduce(e.combiner, tuple(sub(a) for a in e.axes), sub(e.body), sub(e.cond), e.dtype)
+        else:
+            kids = tuple(sub(k) for k in e.children())
+            new = e if all(a is b for a, b in zip(e.children(), kids)) else e.rebuild(kids)
+        memo[id(e)] = (e, new)  # e kept alive: ids stay unique
+        return new
+
+    def check(c):
+        return type(c)(**{f: sub(v) if isinstance(v, E.Expr) else
+                          tuple(sub(x) if isinstance(x, E.Expr) else x for x in v) if isinstance(v, tuple) else v
+                          for f, v in vars(c).items()})
+
+    new: dict = dict(replaced or {})
+    for t in topo_order(outputs):
+        if t in new:
+            continue
+        if isinstance(t, Placeholder):
+            if any(n in sizes for s in t.shape for n in E.walk(s)):
+                raise ValueError(f"{t.name}: an input whose sizes are replaced must be replaced too")
+            continue
+
+        def relink(n):
+            if isinstance(n, E.Load) and n.tensor in new and new[n.tensor] is not n.tensor:
+                return E.Load(new[n.tensor], n.indices, n.dtype)
+            return None
+        body = E.transform(sub(t.body), relink)
+        new[t] = ComputeOp(t.name, tuple(sub(s) for s in t.shape), t.dtype, tuple(sub(a) for a in t.axes),
+                           body, t.uid, tuple(check(c) for c in t.checks), t.tag)
+    return tuple(new.get(t, t) for t in outputs)

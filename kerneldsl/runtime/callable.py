@@ -7,6 +7,8 @@ an error code instead of touching memory outside an array.
 
 from __future__ import annotations
 
+import collections
+
 import ctypes
 
 import numpy as np
@@ -15,6 +17,7 @@ from ..errors import ShapeError
 from ..ir import expr as E
 from ..ir.lower import Module, NegativeShape
 from ..ir.tensor import SizeCheck
+from . import fastcall
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
@@ -22,7 +25,10 @@ _DUMMY_PTR = _DUMMY.ctypes.data
 
 
 class Function:
-    """`f = kd.build(...)`; `f(a, b)` returns numpy arrays (a tuple for several outputs)."""
+    """`f = kd.build(...)`; `f(a, b)` returns numpy arrays (a tuple for several outputs);
+    `f(a, b, out=(o, None))` writes into given arrays (None: a new one)."""
+
+    keep_temps = False  # set: the last call's temporaries stay in `last_temps` (buffer -> array)
 
     def __init__(self, module: Module, compiled, source: str, inputs, outputs, config=None):
         self.module, self.source, self.source_path = module, source, compiled.source_path
@@ -37,6 +43,25 @@ class Function:
         self._nbufs = len(module.buffers)
         self._nmeta = len(module.sizes) + sum(b.ndim for b in module.buffers)
         self._plan()
+        self._fast = self.fast_call(fastcall.SINGLE if len(self.outputs) == 1 else fastcall.TUPLE)
+
+    def fast_call(self, returns: int, convert=None):
+        """A C call path of this function (runtime/fastcall.py) returning the one output, a tuple or
+        a list; its Python path is this function's (`convert` shapes that path's result). None
+        where the C path is not available."""
+        from . import fastcall
+        if getattr(self, "_entry", None) is None:  # a GPU function launches through its driver
+            return None
+        holder = []
+
+        def slow(*args, out=None):
+            result = self._call(args, out, holder[0] if holder else None)
+            return convert(result) if convert is not None else result
+        fc = fastcall.make(ctypes.cast(self._entry, ctypes.c_void_p).value, slow,
+                           [p.dtype for p in self.inputs], [p.ndim for p in self.inputs], self._out_dtypes[:self._nout],
+                           [t.ndim for t in self.outputs], len(self._temps), returns)
+        holder.append(fc)
+        return fc
 
     @property
     def kernels(self):
@@ -44,6 +69,31 @@ class Function:
         the loop nest or template structure that runs."""
         from ..codegen.c import KernelSummary
         return tuple(KernelSummary(k, self.config.target) for k in self.module.kernels)
+
+    @property
+    def rewrites(self) -> collections.Counter:
+        """How often each graph rewrite rule fired in this build (0 for a rule that did not)."""
+        return collections.Counter(self.module.rewrites)
+
+    @property
+    def calls(self) -> int:
+        """Calls of a function built with profile=True."""
+        fn = getattr(self._lib, "kd_profile", None) if hasattr(self._lib, "kd_profile") else None
+        return int(self._profile_read()[1]) if fn is not None else 0
+
+    def kernel_times(self) -> dict:
+        """Seconds spent in each kernel so far (a function built with profile=True)."""
+        if not hasattr(self._lib, "kd_profile"):
+            raise ValueError("kernel_times: build with profile=True (kd.function(..., mode='PROFILE'))")
+        seconds, _ = self._profile_read()
+        return {k.name: s for k, s in zip(self.module.kernels, seconds)}
+
+    def _profile_read(self):
+        fn = self._lib.kd_profile
+        fn.restype = ctypes.c_longlong
+        out = (ctypes.c_double * max(len(self.module.kernels), 1))()
+        calls = fn(out)
+        return list(out)[:len(self.module.kernels)], calls
 
     def __repr__(self) -> str:
         ins = ", ".join(t.name for t in self.inputs)
@@ -68,17 +118,25 @@ class Function:
 
     def _fast_sizes(self, arrays):
         """The size list, or None when anything is off (the slow path then explains what)."""
-        sizes = [-1] * len(self._slot)
-        for a, (dtype, ndim, bare) in zip(arrays, self._in_plan):
-            if a.dtype != dtype or a.ndim != ndim or not a.dtype.isnative:
+        shapes = []
+        for a, plan in zip(arrays, self._in_plan):
+            if a.dtype != plan[0] or not a.dtype.isnative:
                 return None
-            shape = a.shape
+            shapes.append(a.shape)
+        return self._shape_sizes(shapes)
+
+    def _shape_sizes(self, shapes):
+        """The size list bound from the inputs' shapes, or None when anything is off."""
+        sizes = [-1] * len(self._slot)
+        for shape, (_, ndim, bare) in zip(shapes, self._in_plan):
+            if len(shape) != ndim:
+                return None
             for k, j in bare:
                 if sizes[j] < 0:
                     sizes[j] = shape[k]
                 elif sizes[j] != shape[k]:
                     return None
-        if any(s < 0 for s in sizes) or self._derived(sizes) != tuple(a.shape for a in arrays):
+        if any(s < 0 for s in sizes) or self._derived(sizes) != tuple(shapes):
             return None
         return sizes
 
@@ -95,50 +153,84 @@ class Function:
         if sizes is None:
             named = bind_sizes(self.inputs, arrays)  # raises the precise ShapeError/DTypeError
             sizes = [named[s] for s in self.module.sizes]
+        return arrays, sizes, self._checked_shapes(sizes)
+
+    def _checked_shapes(self, sizes) -> list:
+        """The shapes of the outputs and temporaries; ShapeError naming a tensor that would have a
+        negative dimension."""
         shapes = self._shapes(sizes)
         if self._may_be_negative and any(d < 0 for shape in shapes for d in shape):
             named = dict(zip(self.module.sizes, sizes))
             for t in self.outputs + tuple(self._temps):
                 concrete_shape(t, named)  # raises the ShapeError naming the tensor
-        return arrays, sizes, shapes
+        return shapes
 
     def __call__(self, *args, out=None):
+        if out is None and self._fast is not None:
+            return self._fast(*args)  # C when the arrays are like a call it remembers, else _call
+        return self._call(args, out, None)
+
+    def _call(self, args, out, fast):
+        """The Python path of a call; a plain call of plain arrays is remembered by `fast`."""
         arrays, sizes, shapes = self._bind(args)
         if out is None:
             outs = [(o, False) for o in self._allocate(shapes[:self._nout], 0)]
         else:
             outs = self._outputs(shapes[:self._nout], out, arrays)
         targets = [o if not alias else np.empty(o.shape, o.dtype) for o, alias in outs]
-        temps = self._allocate(shapes[self._nout:], self._nout)
-        meta = list(sizes)
-        ptrs = []
         for k, a in enumerate(arrays):
             if not a.flags.aligned:  # a misaligned base or a stride that is not a whole number of
-                a = arrays[k] = a.copy()  # elements (a field of a structured array): read a copy
-            ptrs.append(a.ctypes.data)
-        bufs = arrays + targets + temps
-        ptrs += [a.ctypes.data for a in targets + temps]
-        for k, a in enumerate(bufs):
-            if a.size:
-                isz = a.itemsize
-                meta += [st // isz for st in a.strides]
-            else:
-                # an empty array's loads are all out of range; a failed check reads element 0,
-                # which zero strides keep on the dummy pointer whatever the other indices are
-                meta += [0] * a.ndim
-                ptrs[k] = _DUMMY_PTR
-        ptrs = (ctypes.c_void_p * self._nbufs)(*ptrs)
-        meta_arr = (ctypes.c_int64 * max(self._nmeta, 1))(*meta)
-        report = (ctypes.c_int64 * 2)()
-        rc = self._entry(ptrs, meta_arr, report)
-        if rc:
-            raise self._error(rc, dict(zip(self.module.sizes, sizes)), report[1])
+                arrays[k] = a.copy()  # elements (a field of a structured array): read a copy
+        ptrs, strides = [], []
+        for a in arrays + targets:
+            ptrs.append(a.ctypes.data if a.size else 0)
+            isz = a.itemsize
+            strides.append([st // isz for st in a.strides])
+        meta, temps = self._launch(sizes, shapes, ptrs, strides)
+        if fast is not None and not self.keep_temps and all(
+                a is b and type(a) is np.ndarray and a.size for a, b in zip(arrays, args)) and all(
+                a.size for a in temps) and all(t.size and t.flags.c_contiguous and not alias
+                                               for t, (_, alias) in zip(targets, outs)):
+            fast.remember(tuple(arrays), np.asarray(meta, np.int64).tobytes(), tuple(shapes[:self._nout]),
+                          tuple(temps))
         for (o, alias), t in zip(outs, targets):
             if alias:
                 o[...] = t
         if self._nout == 1:
             return outs[0][0]
         return tuple(o for o, _ in outs)
+
+    def _launch(self, sizes, shapes, pointers, strides) -> tuple[list, list]:
+        """Run the kernels on the given memory (per input and output, in order, its data pointer,
+        0 for an empty one, and its strides in elements); the temporaries are allocated here:
+        (the meta block passed to the entry, the temporaries)."""
+        temps = self._allocate(shapes[self._nout:], self._nout)
+        if self.keep_temps:  # for checks of every kernel (kd.function's DEBUG mode)
+            self.last_temps = dict(zip(self.module.temps, temps))
+        ptrs, meta = list(pointers), list(sizes)
+        for k, st in enumerate(strides):
+            if ptrs[k]:
+                meta += st
+            else:
+                # an empty array's loads are all out of range; a failed check reads element 0,
+                # which zero strides keep on the dummy pointer whatever the other indices are
+                meta += [0] * len(st)
+                ptrs[k] = _DUMMY_PTR
+        for a in temps:
+            if a.size:
+                ptrs.append(a.ctypes.data)
+                isz = a.itemsize
+                meta += [st // isz for st in a.strides]
+            else:
+                ptrs.append(_DUMMY_PTR)
+                meta += [0] * a.ndim
+        ptrs = (ctypes.c_void_p * self._nbufs)(*ptrs)
+        meta_arr = (ctypes.c_int64 * max(self._nmeta, 1))(*meta)
+        report = (ctypes.c_int64 * 2)()
+        rc = self._entry(ptrs, meta_arr, report)
+        if rc:
+            raise self._error(rc, dict(zip(self.module.sizes, sizes)), report[1])
+        return meta, temps
 
     def _allocate(self, shapes, first: int) -> list:
         """New arrays for the outputs (first = 0) or the temporaries (first = number of outputs)."""
@@ -158,7 +250,10 @@ class Function:
         if len(out) != len(self.outputs):
             raise TypeError(f"out= needs {len(self.outputs)} array(s), got {len(out)}")
         result = []
-        for t, s, o in zip(self.outputs, shapes, out):
+        for k, (t, s, o) in enumerate(zip(self.outputs, shapes, out)):
+            if o is None:  # this one allocated as usual
+                result.append((self._allocate([s], k)[0], False))
+                continue
             if not isinstance(o, np.ndarray):
                 raise TypeError(f"out= for {t.name} must be a numpy array, got {type(o).__name__}")
             if o.shape != s:

@@ -129,9 +129,12 @@ def hoistable_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     def visit(n, enclosing, guarded):
         nonlocal ok
         if isinstance(n, E.Load) and n.tensor is producer:
-            idx = tuple(n.indices)
+            # a keepdims dimension (size 1, read at 0) is not a loop: skip it
+            kept = [(ix, d) for ix, d in zip(n.indices, producer.shape)
+                    if not (isinstance(d, E.Const) and d.value == 1 and isinstance(ix, E.Const) and ix.value == 0)]
+            idx = tuple(ix for ix, _ in kept)
             if guarded or len(idx) > len(enclosing) or idx != tuple(enclosing[:len(idx)]) or any(
-                    a.extent is not d for a, d in zip(idx, producer.shape)):
+                    a.extent is not d for a, (_, d) in zip(idx, kept)):
                 ok = False
         if isinstance(n, E.Select):
             visit(n.cond, enclosing, guarded)
@@ -159,8 +162,11 @@ def drops_checks(producer: ComputeOp, consumer: ComputeOp) -> bool:
     for ld in E.loads(consumer.body):
         if ld.tensor is producer:
             for a, ix in zip(producer.axes, ld.indices):
-                if a not in used and not (isinstance(ix, E.IndexVar) and ix.extent is a.extent):
-                    return True
+                if a in used or (isinstance(ix, E.IndexVar) and ix.extent is a.extent):
+                    continue
+                if isinstance(ix, E.Const) and isinstance(a.extent, E.Const) and 0 <= ix.value < a.extent.value:
+                    continue  # provably in range (a keepdims dimension read at 0)
+                return True
     return False
 
 
@@ -191,8 +197,52 @@ def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if element_checked(t) and not all(reads_everywhere(t, u) for u in mine):
         return False  # its per-element checks would run only where the consumer reads it
     if is_injective(t):
-        return t.name in force_names or (enabled and len(mine) == 1)
+        return t.name in force_names or (enabled and (len(mine) == 1 or row_local(t, mine, users, outputs)))
+    if enabled and row_reductions_only(t) and all(row_use(t, u) for u in mine) and (
+            len(mine) == 1 or row_local(t, mine, users, outputs)):
+        return True  # softmax's exp(x - max(x)) read in its row by the sum and by the division
     return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
+
+
+def row_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """Every read of the producer is in the consumer's row: its leading indices are the
+    consumer's leading axes (the last index is free: the row element, or a reduction over the
+    row), unguarded."""
+    lead = len(producer.axes) - 1
+    for ld, _, guarded in reads(consumer):
+        if isinstance(ld, E.Load) and ld.tensor is producer:
+            idx = tuple(ld.indices[:lead])
+            if guarded or len(consumer.axes) < lead or idx != tuple(consumer.axes[:lead]) or any(
+                    a.extent is not d for a, d in zip(idx, producer.shape)):
+                return False
+    return True
+
+
+def row_reductions_only(op: ComputeOp) -> bool:
+    """Every reduction in the op's body depends on its row only (not on its last axis): inlined
+    anywhere in that row, lowering computes each once per row."""
+    rows = set(op.axes[:-1])
+    return bool(op.axes) and all(E.free_axes(n) <= rows for n in E.walk(op.body) if isinstance(n, E.Reduce))
+
+
+def row_local(producer: ComputeOp, consumers, users, outputs) -> bool:
+    """An elementwise producer read by several consumers that all end up in one kernel: one
+    consumer U, and every other is a reduction whose only consumer is U and which joins U's row
+    loop (softmax written the natural way: e = exp(x - max) read by sum(e) and by e / sum(e)).
+    Inlined into each, it is computed in U's row; schedule/reuse.py then stores the costly term
+    once in the output row and reads it back, so nothing is computed twice and no global array
+    of e exists."""
+    joining = [u for u in consumers if u not in outputs and len(users.get(u, ())) == 1 and users[u][0] in consumers]
+    finals = [u for u in consumers if u not in joining]
+    if len(finals) != 1:
+        return False
+    final = finals[0]
+    for v in consumers:
+        if v is final:
+            continue
+        if is_injective(v) or not (same_point_use(v, final) or hoistable_use(v, final)):
+            return False
+    return True
 
 
 def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:

@@ -15,13 +15,13 @@ A kernel without a `template` step in a given trace gets its default steps first
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import collections
+from dataclasses import dataclass, replace
 
 from ..errors import ScheduleError
-from ..ir.lower import Kernel, Module, checks_kept, lower
-from ..ir.rewrite import rewrite
-from ..ir.simplify import SIMPLIFY
-from ..ir.tensor import ComputeOp, Placeholder, Tensor, map_graph, topo_order
+from ..ir.lower import Kernel, Module, lower
+from ..ir.rules import rewrite_graph as graph_rewrites
+from ..ir.tensor import ComputeOp, Placeholder, Tensor, topo_order
 from ..target import Target
 from . import primitives as P
 from .config import Config, Trace
@@ -59,21 +59,18 @@ def front(outputs, inputs, fuse: bool, inline=(), run=_call) -> Module:
     """The plain module: the graph rewritten by the graph rule sets, fused (with the tensors named
     in `inline` inlined), every kernel its plain loop nest. `run(name, fn, *args)` runs each
     pass (the pipeline's logs them)."""
-    graph = run("rewrite", rewrite_graph, tuple(outputs))
+    counts = collections.Counter()
+    graph = run("rewrite", rewrite_graph, tuple(outputs), counts)
     fused = run("fuse", fuse_graph, graph, fuse, tuple(inline))
-    return run("lower", lower, list(inputs), list(fused.outputs), fused.fused)
+    module = run("lower", lower, list(inputs), list(fused.outputs), fused.fused)
+    return replace(module, rewrites=dict(counts))
 
 
-GRAPH_RULES: list = list(SIMPLIFY)  # canonicalize: exact simplifications (ir/simplify.py)
-
-
-def rewrite_graph(outputs) -> tuple:
-    """The graph rewrite pass: the rule sets every build runs on the op bodies (ir/rewrite.py).
-    A rewrite that drops a read keeps its range check (ir/lower.checks_kept)."""
-    def fn(op, body):
-        new, _ = rewrite(body, GRAPH_RULES)
-        return body if new is body else op.with_body(new, checks_kept(op, body, new))
-    return map_graph(tuple(outputs), fn)[0]
+def rewrite_graph(outputs, counts: collections.Counter | None = None) -> tuple:
+    """The graph rewrite pass: the phases of ir/rules.py (canonicalize, stabilize, specialize)
+    on every op body, in order, then CSE of the ops; `counts` adds up which rules fired. A
+    rewrite that drops a read keeps its range checks (ir/lower.checks_kept)."""
+    return graph_rewrites(outputs, counts)
 
 
 class Schedule:
@@ -121,7 +118,7 @@ class Schedule:
     def _set(self, kernel: Kernel, new: Kernel) -> None:
         ks = tuple(new if k is kernel else k for k in self.module.kernels)
         m = self.module
-        self.module = Module(m.inputs, m.outputs, m.temps, m.sizes, ks, m.checks, m.errors, m.tensors)
+        self.module = replace(m, kernels=ks)
 
     def _set_body(self, kernel: Kernel, body) -> None:
         self._set(kernel, Kernel(kernel.name, kernel.op, body, kernel.fused, kernel.template, kernel.knobs,
@@ -356,7 +353,7 @@ class Schedule:
         m = self.module
         ks = tuple(Kernel(k.name, k.op, body, k.fused, k.template, k.knobs, k.plan, k.axis_vars) if k is ck else k
                    for k in m.kernels if k is not pk)
-        self.module = Module(m.inputs, m.outputs, m.temps, m.sizes, ks, m.checks, m.errors, m.tensors)
+        self.module = replace(m, kernels=ks)
         # the producer's own steps (its template) stay in the trace: replay applies them before this one
 
     # --- the graph ---------------------------------------------------------------------

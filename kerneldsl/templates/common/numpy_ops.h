@@ -50,11 +50,20 @@ KD_FN T kd_floordiv_##S(T a, T b)                                               
 }                                                                                     \
 KD_FN T kd_min_##S(T a, T b) { return (a != a || a < b) ? a : b; }                    \
 KD_FN T kd_max_##S(T a, T b) { return (a != a || a > b) ? a : b; }                    \
+KD_FN T kd_softplus_##S(T x)                                                          \
+{                                                                                     \
+    return x > 0 ? x + log1p##F(exp##F(-x)) : log1p##F(exp##F(x));                      \
+}                                                                                     \
 KD_FN T kd_sigmoid_##S(T x)                                                           \
 {                                                                                     \
     T e = exp##F(-fabs##F(x)), r = 1 / (1 + e); /* branch-free: it vectorizes */      \
     return x >= 0 ? r : e * r;                                                        \
-}
+}                                                                                     \
+KD_FN T kd_log1mexp_##S(T x) /* log(1 - exp(x)), x <= 0 */                            \
+{                                                                                     \
+    return x > (T)-0.6931471805599453 ? log##F(-expm1##F(x)) : log1p##F(-exp##F(x));  \
+}                                                                                     \
+KD_FN T kd_sqr_##S(T x) { return x * x; }
 
 KD_FLOAT_OPS(float, f32, f)
 KD_FLOAT_OPS(double, f64, )

@@ -1,0 +1,27 @@
+"""kerneldsl.nn: neural-network functions on symbolic arrays (kd.nn.softmax, kd.nn.conv2d, ...).
+"""
+
+from .functional import (
+    avg_pool2d,
+    batch_norm,
+    binary_crossentropy,
+    categorical_crossentropy,
+    conv2d,
+    dropout,
+    elu,
+    gelu,
+    layer_norm,
+    leaky_relu,
+    log_softmax,
+    max_pool2d,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    squared_error,
+    tanh,
+)
+
+__all__ = ["avg_pool2d", "batch_norm", "binary_crossentropy", "categorical_crossentropy", "conv2d", "dropout",
+           "elu", "gelu", "layer_norm", "leaky_relu", "log_softmax", "max_pool2d", "relu", "sigmoid", "softmax",
+           "softplus", "squared_error", "tanh"]
