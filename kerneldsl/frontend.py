@@ -189,7 +189,11 @@ class SharedVariable(Placeholder):
         return v if borrow else np.array(v, copy=True)
 
     def set_value(self, value, borrow: bool = False) -> None:
-        self.box[0] = _checked_value(self, value, borrow)
+        """A new value, checked; one held in GPU memory (a device="cuda" function's) stays there."""
+        if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+            value = value.get()
+        new = _checked_value(self, value, borrow)
+        self.box[0] = to_device(new) if hasattr(self.box[0], "__cuda_array_interface__") else new
 
     @property
     def value(self):
@@ -198,6 +202,18 @@ class SharedVariable(Placeholder):
     def __repr__(self) -> str:
         v = self.box[0]
         return f"<shared {self.name} {getattr(v, 'shape', ())} {self.dtype}>"
+
+
+def to_device(a):
+    """`a` in GPU memory (CuPy, else PyCUDA); a GPU array as it is."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return a
+    try:
+        import cupy
+        return cupy.asarray(a)
+    except ImportError:
+        from pycuda import gpuarray
+        return gpuarray.to_gpu(np.ascontiguousarray(a))
 
 
 def _checked_value(var: Placeholder, value, borrow: bool):
@@ -210,12 +226,19 @@ def _checked_value(var: Placeholder, value, borrow: bool):
                              f"(convert it with .astype(np.{var.dtype}))")
     if a.ndim != var.ndim:
         raise ShapeError(f"shared {var.name} has {var.ndim} dimension(s); the new value has shape {a.shape}")
+    fixed = tuple(d.value for d in var.shape if isinstance(d, E.Const))
+    if len(fixed) == var.ndim and a.shape != fixed:
+        raise ShapeError(f"shared {var.name} has the fixed shape {fixed} (kd.shared(..., fixed_shape=True)); the "
+                         f"new value has shape {a.shape}")
     return a
 
 
-def shared(value, name: str | None = None, borrow: bool = False, dtype=None) -> SharedVariable:
+def shared(value, name: str | None = None, borrow: bool = False, dtype=None,
+           fixed_shape: bool = False) -> SharedVariable:
     """`kd.shared(np.zeros(784, "float32"), name="w")`: a value functions read implicitly and
-    `updates` write. Python floats take kd.config.floatX; `borrow=True` keeps the array given."""
+    `updates` write. Python floats take kd.config.floatX; `borrow=True` keeps the array given.
+    `fixed_shape=True` makes its dimensions constants (kernels are built for them, as for a
+    layer's weights; a value of another shape is refused)."""
     uid = new_uid()
     name = check_name(name, "shared") if name is not None else f"shared{uid}"
     if dtype is None and isinstance(value, float):
@@ -224,7 +247,8 @@ def shared(value, name: str | None = None, borrow: bool = False, dtype=None) -> 
     if not borrow or not isinstance(value, np.ndarray):
         a = np.array(a, copy=True, order="C")
     dt.normalize(a.dtype)  # a clear DTypeError for unsupported dtypes
-    var = SharedVariable(name, _dims(name, a.ndim), a.dtype.name, uid)
+    dims = tuple(E.Const(int(d), "int64") for d in a.shape) if fixed_shape else _dims(name, a.ndim)
+    var = SharedVariable(name, dims, a.dtype.name, uid)
     var.box[0] = a
     return var
 

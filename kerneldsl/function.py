@@ -27,7 +27,7 @@ import numpy as np
 
 from . import numpy as knp
 from .errors import DTypeError, ShapeError
-from .frontend import DEVICES, MODES, SharedVariable, config
+from .frontend import DEVICES, MODES, SharedVariable, config, to_device
 from .ir import expr as E
 from .ir.tensor import ComputeOp, Placeholder, SizeCheck, Tensor, map_graph, substitute_sizes, topo_order
 
@@ -124,6 +124,9 @@ class CompiledFunction:
         elif fast is not None:
             self._into = fast(fastcall.TUPLE, _as_tuple)
         self._update_slots = [unique.index(t) for t in self.update_values]
+        if self.device == "cuda":  # shared values live in GPU memory: calls read them in place
+            for var in self.shared:
+                var.box[0] = to_device(var.box[0])
 
     # --- building -----------------------------------------------------------------------------
     @staticmethod
@@ -214,6 +217,8 @@ class CompiledFunction:
         t0 = time.perf_counter()
         if self._into is not None:
             result = self._into.into((*values, *shared), tuple(out))
+        elif self.device == "cuda":  # outputs and new values stay on the GPU (its inputs are there)
+            result = self._fn(*values, *shared)
         else:
             result = self._fn(*values, *shared, out=tuple(out))
         if self.mode == "PROFILE":

@@ -593,34 +593,33 @@ def full_like(x, value, dtype=None) -> Tensor:
 # --- products ---------------------------------------------------------------------------------------
 
 def matmul(a, b) -> Tensor:
-    """numpy's matmul: batched over leading dimensions (broadcast), 1-D operands promoted."""
+    """numpy's matmul: batched over leading dimensions (broadcast). A 1-D operand is a vector
+    read as it is (no row or column dimension added and removed: a matrix-vector product is one
+    reduction, whose gradients are a product and a column reduction); the reduction runs over
+    the vector's length, so that the vector's gradient needs no bounds guard."""
     a, b = asarray(a), asarray(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError("matmul: operands must have at least one dimension (use * for scalars)")
     va, vb = a.ndim == 1, b.ndim == 1
-    a2 = expand_dims(a, 0) if va else a
-    b2 = expand_dims(b, -1) if vb else b
-    k_a, k_b = a2.shape[-1], b2.shape[-2]
+    k_a, k_b = a.shape[-1], b.shape[0] if vb else b.shape[-2]
     checks = [] if _same(k_a, k_b) else [size_check(a.name, a.ndim - 1, k_a, b.name, builtins.max(b.ndim - 2, 0),
                                                     k_b, "matmul")]
     if isinstance(k_a, E.Const) and isinstance(k_b, E.Const) and k_a.value != k_b.value:
         raise ShapeError(f"matmul: {a.name} has {k_a.value} columns but {b.name} has {k_b.value} rows")
-    batch_a, batch_b = a2.shape[:-2], b2.shape[:-2]
+    batch_a, batch_b = a.shape[:-2], b.shape[:-2]
     bshape, bchecks = broadcast_shape([_Shape(batch_a, a.name), _Shape(batch_b, b.name)])
-    shape = [*bshape, a2.shape[-2], b2.shape[-1]]
+    shape = [*bshape] + ([] if va else [a.shape[-2]]) + ([] if vb else [b.shape[-1]])
+    k = k_a if va or not vb else k_b
 
     def body(*ax):
-        r = L.reduce_axis(k_a, name="r")
+        r = L.reduce_axis(k, name="r")
         nb = len(bshape)
-        ia = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_a) + k] for k, d in enumerate(batch_a))
-        ib = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_b) + k] for k, d in enumerate(batch_b))
-        return L.sum(a2[(*ia, ax[nb], r)] * b2[(*ib, r, ax[nb + 1])], axis=r)
-    out = array_op(shape, body, "matmul", checks + bchecks, tag="matmul")
-    if va:
-        out = squeeze(out, out.ndim - 2)
-    if vb:
-        out = squeeze(out, out.ndim - 1)
-    return out
+        ia = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_a) + n] for n, d in enumerate(batch_a))
+        ib = tuple(E.Const(0, "int64") if _is_one(d) else ax[nb - len(batch_b) + n] for n, d in enumerate(batch_b))
+        row = () if va else (ax[nb],)
+        col = () if vb else (ax[nb + len(row)],)
+        return L.sum(a[(*ia, *row, r)] * b[(*ib, r, *col)], axis=r)
+    return array_op(shape, body, "matmul", checks + bchecks, tag="matmul")
 
 
 class _Shape:

@@ -390,6 +390,17 @@ def test_pow_specialize(power):
     np.testing.assert_allclose(f(v), kd.evaluate([y], {x: v})[0], rtol=1e-14)
 
 
+@pytest.mark.parametrize("power", [float("inf"), float("-inf"), float("nan"), 1e300])
+def test_pow_of_a_non_finite_or_huge_constant_is_left_to_pow(power):
+    """Found by the fuzzer: an infinite exponent crashed the rule (int(inf))."""
+    x = kd.vector("x", "float64")
+    y = kd.pow(knp.abs(x), power)
+    f = kd.build([x], [y])
+    v = np.array([0.5, 1.0, 2.0, 0.0])
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(f(v), kd.evaluate([y], {x: v})[0])
+
+
 def test_mul_to_sqr_evaluates_the_operand_once():
     x = kd.vector("x", "float32")
     y = knp.square(knp.exp(x) + 1)

@@ -14,6 +14,8 @@ these rules (rules.py): after stabilization, so that `log(1 + exp(1000.))` is fo
 
 from __future__ import annotations
 
+import math
+
 from . import expr as E
 from .rewrite import Pat, Rule, RuleSet, inlined
 
@@ -28,7 +30,7 @@ def _power(x: E.Expr, k: int) -> E.Expr:
 
 def _pow(x, p, n):
     v = p.value
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     if v == 0:
         return E.const(1, n.dtype)

@@ -6,6 +6,8 @@ gemm template; every other kernel runs its loop nest (template `loops`) with the
     the innermost output loop        vectorized, when its body is straight-line
     a sum/prod/max/min loop          vectorized, when it is innermost and straight-line
     the outer loop of a scalar sum   parallel_reduce (each thread sums a share; OpenMP combines them)
+    a reduction over rows whose output runs along the rows (a column sum): the reduction loop
+                                     moved inside blocks of the output (column_steps)
 and a row reduction stores its costly term once (`reuse_output`, schedule/reuse.py).
 
 CUDA: gemm for contractions whose tiles fit, row_reduce for row reductions (softmax, layer norm,
@@ -74,7 +76,8 @@ def steps_for(kernel: Kernel, name: str, knobs: dict, target) -> list[dict]:
     default marks; a row reduction stores its costly term once (before a CUDA template plans)."""
     step = template_step(kernel, name, knobs, target)
     if family(target) == "c":
-        return [step, *mark_steps(kernel), *reuse_steps(kernel)] if name == "loops" else [step]
+        return [step, *(column_steps(kernel) or mark_steps(kernel)), *reuse_steps(kernel)] if name == "loops" \
+            else [step]
     return [step] if name in ("loops", "gemm") else [*reuse_steps(kernel), step]
 
 
@@ -101,6 +104,53 @@ def reuse_steps(kernel: Kernel) -> list[dict]:
     """`reuse_output` when the kernel is a row reduction whose costly term the output row can hold."""
     new = reuse_through_output(kernel.body, _out_buffer(kernel))
     return [] if new is kernel.body else [{"primitive": "reuse_output", "kernel": kernel.name}]
+
+
+COLUMN_BLOCK = 128  # output elements a column reduction keeps in L1 while it walks the rows
+
+
+def column_steps(kernel: Kernel) -> list[dict]:
+    """A sum/prod over an outer axis of an input whose output runs along the input's last
+    (contiguous) axis (a column sum, the weight gradient of a matrix-vector product): in the
+    default order each output element walks a column, one cache line per term. Instead the
+    innermost output loop is split into blocks of COLUMN_BLOCK; in each block the output is
+    zeroed, the reduction loop moves outside (rows in order, contiguous), and the block's loop
+    is vectorized: the same terms added in the same order per element. [] when not that case."""
+    body = kernel.body
+    by_var = {lp.var: lp for lp in loops(body)}
+    op_loops = [by_var[v] for v in kernel.axis_vars if v in by_var]
+    if not op_loops or match(kernel.op) is not None:  # a contraction keeps its (i, j, r) nest
+        return []
+    inner = op_loops[-1]
+    stmts = _top_statements(inner.body)
+    if len(stmts) != 3 or not isinstance(stmts[1], For):
+        return []
+    red = stmts[1]
+    if any(isinstance(x, For) for x in loops(red.body)) or not straight_line(red.body) \
+            or _reduction_kind(red) not in ("add", "mul"):
+        return []
+    terms = [ld for st in _stores_and_assigns(red.body) for ld in E.loads(st)]
+    if not any(ld.indices and ld.indices[-1] == inner.var and any(red.var in E.walk(ix) for ix in ld.indices[:-1])
+               for ld in terms):
+        return []
+    try:
+        b, outer_name, inner_name = P.split(body, inner.var.name, COLUMN_BLOCK)
+        b = P.decompose_reduction(b, inner_name)
+        P.reorder(b, [red.var.name, inner_name])
+    except ScheduleError:
+        return []
+    name = kernel.name
+    parallel = op_loops[0].var.name if len(op_loops) > 1 else outer_name
+    return [{"primitive": "split", "kernel": name, "loop": inner.var.name, "factor": COLUMN_BLOCK},
+            {"primitive": "decompose_reduction", "kernel": name, "loop": inner_name},
+            {"primitive": "reorder", "kernel": name, "loops": [red.var.name, inner_name]},
+            {"primitive": "vectorize", "kernel": name, "loop": inner_name},
+            {"primitive": "parallel", "kernel": name, "loop": parallel}]
+
+
+def _stores_and_assigns(s: Stmt) -> list:
+    from ..ir.loops import Assign, Store, walk
+    return [x.value for x in walk(s) if isinstance(x, (Assign, Store))]
 
 
 def mark_steps(kernel: Kernel) -> list[dict]:
