@@ -18,6 +18,12 @@ def test_readme_quickstart_runs():
     exec(compile(blocks[0], "README.md", "exec"), {})
 
 
+def test_readme_array_level_example_runs():
+    text = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "kd.function(" in b and "kd.shared(" in b]
+    exec(compile(block, "README.md", "exec"), {})
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "tutorials").glob("*.py")))
 def test_tutorial_runs(script):
     env = dict(os.environ)

@@ -569,6 +569,13 @@ _pinned: dict[str, ctypes.CDLL] = {}
 
 def load_library(path: str) -> ctypes.CDLL:
     """ctypes.CDLL(path), dlclosed once the object (and every function taken from it) is gone."""
+    # OpenMP reads its settings when it loads, with the first kernel. Its default keeps idle
+    # threads spinning for ~0.3 ms after each parallel region: on a busy machine (or beside a
+    # second OpenMP runtime, as torch brings) the spinners take the cores the next kernel
+    # needs, 5-8x slower steps measured; passive threads sleep at once. OMP_WAIT_POLICY or
+    # GOMP_SPINCOUNT set by the user win.
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
     lib = ctypes.CDLL(path)
     # Each CDLL is one dlopen reference, so each closes its own; not at exit, where the process
     # unmaps everything anyway and closing could pull code from under a later atexit handler.
