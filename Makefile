@@ -3,7 +3,7 @@ PYTHON ?= python3
 STAMP := .make
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-gpu demo bench clean fuzz
+.PHONY: install test test-export test-gpu demo bench clean fuzz
 
 $(STAMP)/dev: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -13,12 +13,22 @@ $(STAMP)/bench: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,bench]'
 	@mkdir -p $(STAMP) && touch $@
 
+$(STAMP)/export: pyproject.toml
+	$(PYTHON) -m pip install -q -e '.[dev,export]'
+	@mkdir -p $(STAMP) && touch $@
+
 install: $(STAMP)/dev
 
 test: $(STAMP)/dev
 	@command -v nvcc >/dev/null || echo "note: nvcc not found; CUDA tests will be skipped"
 	$(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command as lint; sys.argv = ['lint-imports']; lint()"
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q
+
+# kd.export against PyTorch and JAX (the `export` extra: torch, jax); `make test` runs the rest of
+# the export tests (C library, spec) and skips these without torch and jax
+test-export: $(STAMP)/export
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -q tests/test_export_torch.py tests/test_export_jax.py \
+		"tests/test_docs.py::test_tutorial_runs[09_export.py]"
 
 # the whole suite, with every CUDA test also run on the real GPU (needs nvcc, a GPU, CuPy or PyCUDA)
 test-gpu: $(STAMP)/dev

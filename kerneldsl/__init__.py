@@ -132,6 +132,7 @@ from .frontend import (  # noqa: E402
     tensor4,
     vector,
 )
+from . import export  # noqa: E402 - kd.export.torch_op / jax_op / c_library (torch and jax imported lazily)
 
 # The compiler behind the front end loads on first use (PEP 562), so that `import kerneldsl`
 # costs little more than numpy: the name -> the module that defines it.
@@ -142,7 +143,7 @@ _LAZY = {
     "evaluate": "reference", "function": "function", "debugprint": "function",
     "DebugModeError": "function",
 }
-_SUBMODULES = ("nn",)
+_SUBMODULES = ("nn", "export")
 
 
 def __getattr__(name: str):

@@ -8,7 +8,6 @@ an error code instead of touching memory outside an array.
 from __future__ import annotations
 
 import collections
-
 import ctypes
 
 import numpy as np
@@ -17,8 +16,8 @@ from ..errors import ShapeError
 from ..ir import expr as E
 from ..ir.lower import Module, NegativeShape
 from ..ir.tensor import SizeCheck
-from . import fastcall
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
+from . import fastcall
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
 _DUMMY_PTR = _DUMMY.ctypes.data
