@@ -6,11 +6,11 @@ PYTEST_WORKERS ?= 2
 .PHONY: install test test-export test-gpu demo bench clean fuzz
 
 $(STAMP)/dev: pyproject.toml
-	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m pip install -q -e '.[dev,tune,plot]'
 	@mkdir -p $(STAMP) && touch $@
 
 $(STAMP)/bench: pyproject.toml
-	$(PYTHON) -m pip install -q -e '.[dev,bench]'
+	$(PYTHON) -m pip install -q -e '.[dev,bench,tune,plot]'
 	@mkdir -p $(STAMP) && touch $@
 
 $(STAMP)/export: pyproject.toml

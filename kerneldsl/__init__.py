@@ -110,6 +110,7 @@ __all__ = [
                    "stop_gradient",
                    "sum",
                    "tanh",
+                   "tune",
                    "where",
     "function", "debugprint", "DebugModeError", "nn", "shared", "config",
 ]
@@ -141,9 +142,9 @@ _LAZY = {
     "LoopRef": "schedule.schedule", "Trace": "schedule.schedule", "Config": "schedule.config",
     "knobs": "schedule.templates", "Target": "target", "check_grad": "autodiff", "grad": "autodiff",
     "evaluate": "reference", "function": "function", "debugprint": "function",
-    "DebugModeError": "function",
+    "DebugModeError": "function", "tune": "tuning",
 }
-_SUBMODULES = ("nn", "export")
+_SUBMODULES = ("nn", "export", "tuning")
 
 
 def __getattr__(name: str):

@@ -16,9 +16,11 @@ add one printing to stderr when the variable is set).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 from .errors import ShapeError
 from .ir.tensor import ComputeOp, Placeholder, Tensor
@@ -117,6 +119,37 @@ def _config(outputs, target, fuse: bool, schedule, config):
     return config
 
 
+_record_lookups: list = []  # kerneldsl.tuning's record lookup, registered when it is imported
+RECORDS_MODULE = "kerneldsl.tuning.dispatch"  # imported (it registers the lookup) once a records file exists
+
+
+def register_record_lookup(lookup) -> None:
+    """Tuning (a layer above) tells builds how to find records: `lookup(inputs, outputs, target,
+    fuse, make)` returns the function to use instead of the default, or None."""
+    _record_lookups[:] = [lookup]
+
+
+def tuning_db_path() -> Path:
+    """The tuning records file: $KERNELDSL_TUNING_DB, else tuning.sqlite in the cache's root folder."""
+    from .runtime.cache import cache_root
+    given = settings.tuning_db
+    return Path(given) if given else cache_root() / "tuning.sqlite"
+
+
+def _record_lookup():
+    """The records' lookup for a default build, or None. `import kerneldsl` does not load the
+    tuner; the first build that finds a records file loads its lookup (the one edge from here up
+    to kerneldsl.tuning, taken by name at run time and only through the registered hook). Without
+    a file, or with KERNELDSL_USE_RECORDS=0, this costs a settings read and a stat."""
+    if not settings.use_records:
+        return None
+    if not _record_lookups:
+        if not tuning_db_path().is_file():
+            return None
+        importlib.import_module(RECORDS_MODULE)
+    return _record_lookups[0] if _record_lookups else None
+
+
 def build(inputs, outputs, target=None, name: str | None = None, fuse: bool = True, schedule=None, config=None,
           profile: bool = False):
     """Compile `outputs` as functions of the placeholders `inputs`: `f = kd.build([A, B], [C])`.
@@ -127,6 +160,14 @@ def build(inputs, outputs, target=None, name: str | None = None, fuse: bool = Tr
     from .schedule.schedule import Schedule, front
     _handler_for_debug()
     inputs, outputs = _check(inputs, outputs)
+    lookup = _record_lookup() if schedule is None and config is None else None
+    if lookup is not None:  # tuning records (kerneldsl/tuning/dispatch.py)
+        def make(cfg):
+            return build(inputs, outputs, target, name, fuse, config=cfg or _config(outputs, target, fuse, None, None),
+                         profile=profile)
+        tuned = lookup(inputs, outputs, target, fuse, make)
+        if tuned is not None:
+            return tuned
     config = _config(outputs, target, fuse, schedule, config)
     steps = [dict(s) for s in config.steps]
     inline = [s["tensor"] for s in steps if s.get("primitive") == "compute_inline"]
@@ -158,4 +199,4 @@ def _backend(module, config, inputs, outputs, name: str, profile: bool = False):
     return run_pass("load", lambda: Function(module, lib, source, inputs, outputs, config))
 
 
-__all__ = ["PASSES", "ShapeError", "build", "run_pass"]
+__all__ = ["PASSES", "ShapeError", "build", "register_record_lookup", "run_pass", "tuning_db_path"]
