@@ -29,6 +29,11 @@ if not os.environ.get("KERNELDSL_CACHE"):
     os.environ["KERNELDSL_CACHE"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, True)
 
+# Tuning records stay with the test that makes them: a tutorial or test that tunes writes to its
+# own file (KERNELDSL_TUNING_DB set per test), and builds elsewhere never see a record.
+os.environ["KERNELDSL_USE_RECORDS"] = "0"
+
+
 def pytest_addoption(parser):
     parser.addoption("--gpu", action="store_true",
                      help="also run the CUDA tests on a real GPU (target='cuda'), not only on the emulator")

@@ -25,8 +25,8 @@ def test_readme_array_level_example_runs():
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "tutorials").glob("*.py")))
-def test_tutorial_runs(script):
-    env = dict(os.environ)
+def test_tutorial_runs(script, tmp_path):
+    env = dict(os.environ, KERNELDSL_USE_RECORDS="1", KERNELDSL_TUNING_DB=str(tmp_path / "tuning.sqlite"))
     r = subprocess.run([sys.executable, str(ROOT / "tutorials" / script)], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]

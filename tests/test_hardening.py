@@ -278,3 +278,17 @@ def test_a_rewrite_that_drops_a_read_keeps_its_checks(fuse):
         kd.build([x, w], [y], fuse=fuse)(np.ones(3, np.float32), np.zeros(0, np.float32))
     assert_same(kd.build([x, w], [y], fuse=fuse)(np.ones(3, np.float32), np.ones(1, np.float32)),
                 np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("value", [-1.5, 1.5])  # log(-1.5) is nan: folded in a later phase
+def test_a_rewrite_through_a_guarded_out_of_range_read_keeps_its_check(value):
+    """Found by the fuzzer: a read of a constant op, out of range in a where branch, was replaced
+    by the constant (or fused away), and the per-element check went with it."""
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n, m), "float32", name="x")
+    t = kd.compute((m,), lambda i: kd.log(value), name="t")
+    y = kd.compute((m,), lambda i: kd.where(x[0, i] > 100, 0.0, x[0, i] + t[i + 1]), name="y")
+    f = kd.build([x], [y])
+    with pytest.raises(IndexError, match=r"t\[i \+ 1\]"):
+        f(np.ones((2, 3), "float32"))
+    np.testing.assert_array_equal(f(np.full((2, 3), 1000, "float32")), np.zeros(3, "float32"))

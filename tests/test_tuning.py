@@ -29,6 +29,7 @@ def db(tmp_path, monkeypatch):
     """A records file of this test's own (builds of other tests must not see its records)."""
     path = tmp_path / "tuning.sqlite"
     monkeypatch.setenv("KERNELDSL_TUNING_DB", str(path))
+    monkeypatch.setenv("KERNELDSL_USE_RECORDS", "1")  # the suite turns records off elsewhere (conftest)
     return Database(path)
 
 
@@ -175,7 +176,7 @@ def _in_new_process(db_path) -> list:
     import os
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "KERNELDSL_TUNING_DB": str(db_path), "PYTHONPATH": str(root)}
+    env = {**os.environ, "KERNELDSL_TUNING_DB": str(db_path), "KERNELDSL_USE_RECORDS": "1", "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", NEW_PROCESS], capture_output=True, text=True, env=env, cwd=root,
                          check=True).stdout
     return out.split()

@@ -23,6 +23,7 @@ QUICK = MeasureOptions(warmup=1, repeat=2, idle_s=0.0, timeout_s=60.0)
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("KERNELDSL_TUNING_DB", str(tmp_path / "tuning.sqlite"))
+    monkeypatch.setenv("KERNELDSL_USE_RECORDS", "1")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40, worker_dashboard_address=None) as c, distributed.Client(c) as client:
         yield c, client

@@ -270,7 +270,24 @@ def inlined(load: E.Load) -> E.Expr | None:
     op = load.tensor
     if not isinstance(op, ComputeOp):
         return None
-    return E.substitute(_fresh_body(op), dict(zip(op.axes, load.indices)))
+    body = _fresh_body(op)
+    at = {}
+    for k, (a, ix) in enumerate(zip(op.axes, load.indices)):
+        if _within(ix, a.extent):
+            at[a] = ix
+        elif a in E.free_axes(body):  # the read's range check stays with the index (as fusion's)
+            at[a] = ix.index if isinstance(ix, E.Bound) else ix
+            at[a] = E.Bound(at[a], a.extent, op.name, k)
+        else:  # nothing would carry the check of this dimension: no reading through
+            return None
+    return E.substitute(body, at)
+
+
+def _within(ix: E.Expr, extent: E.Expr) -> bool:
+    """`ix` is known to lie in [0, extent): an axis over that extent, or a constant inside it."""
+    if isinstance(ix, E.IndexVar):
+        return ix.extent is extent or ix.extent == extent
+    return isinstance(ix, E.Const) and isinstance(extent, E.Const) and 0 <= ix.value < extent.value
 
 
 @functools.lru_cache(maxsize=256)
