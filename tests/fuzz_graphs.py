@@ -1040,8 +1040,10 @@ def reference(graph: Graph, iset: InputSet) -> Expected:
     return exp
 
 
-def compare(got, want: np.ndarray, mag, eps: float, reductions: float) -> str | None:
-    """None when `got` matches `want`; else a short description of the differences."""
+def compare(got, want: np.ndarray, mag, eps: float, reductions: float, stabilized: bool = False) -> str | None:
+    """None when `got` matches `want`; else a short description of the differences. With
+    `stabilized` (a stability rewrite fired), a finite value where the graph as written gives inf
+    or nan is right: making it finite is what the rewrite is for (as DEBUG mode allows)."""
     if not isinstance(got, np.ndarray):
         return f"returned {type(got).__name__}, expected an array"
     if got.dtype != want.dtype:
@@ -1058,6 +1060,8 @@ def compare(got, want: np.ndarray, mag, eps: float, reductions: float) -> str | 
         with np.errstate(all="ignore"):
             bad = _float_differences(got.astype(np.float64), want.astype(np.float64), mag, eps, reductions,
                                      float(np.finfo(want.dtype).tiny))
+            if stabilized:
+                bad &= ~(~np.isfinite(want) & np.isfinite(got))
     if not np.any(bad):
         return None
     where_ = np.argwhere(bad) if bad.ndim else [()]
@@ -1118,7 +1122,14 @@ def out_arrays(case: Case, k: int, args: list, force: bool = False):
             for lay, w in zip(layouts, exp.values)]
 
 
-def check_call(case: Case, k: int, got: list, out, args: list, fresh: list) -> list[str]:
+def stabilized(f) -> bool:
+    """A stability rewrite fired in the build of `f`."""
+    from kerneldsl.ir.stabilize import CROSSENTROPY, STABILITY
+    names = {r.name for rs in (STABILITY, CROSSENTROPY) for r in rs.rules}
+    return any(names.intersection(getattr(f, "rewrites", {})))
+
+
+def check_call(case: Case, k: int, got: list, out, args: list, fresh: list, stable: bool = False) -> list[str]:
     """Problems with one call's results: values, out= identity, inputs written."""
     exp = case.expected[k]
     problems = []
@@ -1126,7 +1137,7 @@ def check_call(case: Case, k: int, got: list, out, args: list, fresh: list) -> l
         if out is not None and g is not out[j]:
             problems.append(f"{name}: out= array not returned")
         mag = exp.mags[j] if exp.mags is not None else None
-        msg = compare(g, w, mag, exp.eps[j], exp.reductions)
+        msg = compare(g, w, mag, exp.eps[j], exp.reductions, stable)
         if msg:
             problems.append(f"{name}: {msg}")
     aliased = {id(o) for o in out or ()}
@@ -1244,7 +1255,7 @@ class Runner:
                     for j, (c, a, fr, o) in enumerate(zip(cases, args, fresh, outs)):
                         mine = got[pos:pos + len(c.graph.outputs)]
                         pos += len(c.graph.outputs)
-                        problems = check_call(c, k, mine, o, a, fr)
+                        problems = check_call(c, k, mine, o, a, fr, stabilized(f))
                         if problems:
                             failed.setdefault(j, (k, problems))
         except Exception as e:  # noqa: BLE001 - a build or call error: every graph alone
@@ -1302,7 +1313,8 @@ class Runner:
             if exp.error is not None:
                 finding = ("missing-error", f"returned normally; the reference raised {_exc(exp.error)}")
             else:
-                problems = check_call(case, k, list(got) if isinstance(got, tuple) else [got], out, args, fresh)
+                problems = check_call(case, k, list(got) if isinstance(got, tuple) else [got], out, args, fresh,
+                                      stabilized(f))
                 if problems:
                     finding = ("mismatch", "\n".join(problems))
         if finding:
