@@ -167,6 +167,16 @@ def test_dropout_is_reproducible_and_scaled():
     close(d1[kept], np.full(kept.sum(), 1 / 0.75, "float32"))
 
 
+def test_dropout_masks_agree_on_cpu_and_cuda_emulator():
+    import shutil
+    if shutil.which("g++") is None:
+        pytest.skip("the CUDA emulator needs g++")
+    x = kd.matrix("x")
+    a = np.ones((8, 16), "float32")
+    cpu, emu = (kd.function([x], kd.nn.dropout(x, 0.5, seed=7), device=d)(a) for d in ("cpu", "cuda-emu"))
+    np.testing.assert_array_equal(cpu, emu)
+
+
 def test_norms_against_numpy():
     x = kd.matrix("x")
     g = kd.vector("g")
