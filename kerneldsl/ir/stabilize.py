@@ -52,9 +52,10 @@ stop_gradient):
   local_exp_log_softmax        exp(log_softmax) -> exp(x - m) / s
   local_log_sum_exp            log(sum_r(exp(x))) -> m + log(sum_r(exp(x - m)))
   local_log_add_exp            log(exp(x) + exp(y) + ...) -> m + log(exp(x - m) + ...), m = max
-  local_argmax_pushdown        argmax_r(f(x)) -> argmax_r(x) for increasing f (exp, log, log1p,
-                               expm1, sigmoid, tanh, softplus, softmax, log_softmax; terms constant
-                               over the row)
+  local_argmax_pushdown        argmax_r(f(x)) -> argmax_r(x) for increasing f defined everywhere
+                               (exp, expm1, sigmoid, tanh, softplus, softmax, log_softmax; terms
+                               constant over the row); where f saturates (exp overflows, tanh
+                               rounds to 1) the argument's argmax is the true one
   crossentropy_to_crossentropy_with_softmax   (CROSSENTROPY, for ops tagged "crossentropy")
                                -log(softmax(x)[i, t[i]]) -> log(s) - (x[i, t[i]] - m): log-softmax
                                at the target, whose gradient is softmax - onehot
@@ -507,7 +508,9 @@ SOFTMAX = [
 
 # --- argmax of an increasing function ------------------------------------------------------------
 
-INCREASING = ("exp", "log", "log1p", "expm1", "sigmoid", "tanh", "softplus", "stop_gradient")
+# increasing and defined on every real: log and log1p are increasing too, but their NaN below
+# their domain would be the argmax (numpy's argmax picks a NaN), which x itself does not hold
+INCREASING = ("exp", "expm1", "sigmoid", "tanh", "softplus", "stop_gradient")
 
 
 def _row_invariant(e: E.Expr, axes) -> bool:
