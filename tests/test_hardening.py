@@ -292,3 +292,17 @@ def test_a_rewrite_through_a_guarded_out_of_range_read_keeps_its_check(value):
     with pytest.raises(IndexError, match=r"t\[i \+ 1\]"):
         f(np.ones((2, 3), "float32"))
     np.testing.assert_array_equal(f(np.full((2, 3), 1000, "float32")), np.zeros(3, "float32"))
+
+
+def test_a_read_in_both_branches_of_a_where_keeps_its_check_when_rewritten_away():
+    """Found by the fuzzer: where(c, x[i, i % m], x[i, i % m]) reads x wherever it runs; after the
+    outer where(x... > y, y, y) became y, the check of that read was lost for m = 0."""
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n, m), "float32", name="x")
+    y = kd.placeholder((), "float32", name="y")
+    t = kd.compute((n,), lambda i: kd.where(kd.where(kd.const(-0.0) != -1, x[i, i % m], x[i, i % m]) > y[()],
+                                            y[()], y[()]), name="t")
+    f = kd.build([x, y], [t])
+    with pytest.raises(IndexError, match="x"):
+        f(np.zeros((3, 0), "float32"), np.float32(1))
+    np.testing.assert_array_equal(f(np.zeros((3, 2), "float32"), np.float32(1)), np.ones(3, "float32"))

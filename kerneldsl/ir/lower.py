@@ -421,8 +421,13 @@ def reads(op: ComputeOp):
     def visit(e, enclosing, guarded):
         if isinstance(e, E.Select):
             visit(e.cond, enclosing, guarded)
-            visit(e.a, enclosing, True)
-            visit(e.b, enclosing, True)
+            if e.a is e.b:  # both branches read it: it is read wherever the select is
+                visit(e.a, enclosing, guarded)
+            elif isinstance(e.cond, E.Const):  # the branch taken is known
+                visit(e.a if e.cond.value else e.b, enclosing, guarded)
+            else:
+                visit(e.a, enclosing, True)
+                visit(e.b, enclosing, True)
             return
         if isinstance(e, E.Reduce):
             inner = enclosing + tuple(e.axes)
@@ -471,8 +476,13 @@ def read_checks(op: ComputeOp) -> tuple:
     def visit(e, enclosing, guarded):
         if isinstance(e, E.Select):
             visit(e.cond, enclosing, guarded)
-            visit(e.a, enclosing, True)
-            visit(e.b, enclosing, True)
+            if e.a is e.b:  # both branches read it: it is read wherever the select is
+                visit(e.a, enclosing, guarded)
+            elif isinstance(e.cond, E.Const):  # the branch taken is known
+                visit(e.a if e.cond.value else e.b, enclosing, guarded)
+            else:
+                visit(e.a, enclosing, True)
+                visit(e.b, enclosing, True)
             return
         if isinstance(e, E.Reduce):
             inner = enclosing + tuple(e.axes)
