@@ -207,7 +207,11 @@ ROW_MAX = T(ReducePat("max"))
 
 def shifted_already(v: E.Expr) -> bool:
     """v is `u - stop_gradient(...)` or `u - max(...)`: a stabilized form (kd.nn.softmax's, one
-    written by hand, or one made here)."""
+    written by hand, or one made here), also through the ops that hold it (knp's x - max)."""
+    for _ in range(8):
+        if type(v) is not E.Load or inlined(v) is None:
+            break
+        v = inlined(v)
     if not (isinstance(v, E.Binary) and v.op == "sub"):
         return False
     b = v.b
