@@ -9,12 +9,12 @@ $(STAMP)/dev: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,tune,plot]'
 	@mkdir -p $(STAMP) && touch $@
 
-$(STAMP)/bench: pyproject.toml
-	$(PYTHON) -m pip install -q -e '.[dev,bench,tune,plot]'
-	@mkdir -p $(STAMP) && touch $@
-
 $(STAMP)/export: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,export]'
+	@mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/bench: pyproject.toml
+	$(PYTHON) -m pip install -q -e '.[dev,bench,tune,plot]'
 	@mkdir -p $(STAMP) && touch $@
 
 install: $(STAMP)/dev
@@ -39,14 +39,23 @@ fuzz: $(STAMP)/dev
 	$(PYTHON) tests/fuzz_graphs.py $(if $(FUZZ_GRAPHS),--graphs $(FUZZ_GRAPHS),--seconds $(or $(FUZZ_SECONDS),600)) \
 		$(if $(FUZZ_JOBS),-j $(FUZZ_JOBS)) $(if $(FUZZ_OUT),--out $(FUZZ_OUT)) $(FUZZ_ARGS)
 
+# trains an MLP and a CNN on Fashion-MNIST (DEMO_EPOCHS, DEMO_CNN_TRAIN: see examples/demo_fashion_mnist.py);
+# the data is the Debian package dataset-fashion-mnist, installed here when missing (as root)
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 demo: $(STAMP)/dev
-	$(PYTHON) tutorials/01_first_kernel.py
+	@if [ ! -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ] && [ -z "$$KERNELDSL_FASHION_MNIST" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y dataset-fashion-mnist || \
+			(apt-get update && apt-get install -y dataset-fashion-mnist); \
+		else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" >&2; exit 1; fi; \
+	fi
+	$(PYTHON) examples/demo_fashion_mnist.py
 
 bench: $(STAMP)/bench
 	$(PYTHON) benchmarks/bench_core.py
 	$(PYTHON) benchmarks/bench_rows.py
 	$(PYTHON) benchmarks/bench_cpu.py
 	$(PYTHON) benchmarks/bench_autodiff.py
+	$(PYTHON) benchmarks/bench_function.py --quick
 	$(PYTHON) benchmarks/bench_gpu.py
 
 clean:

@@ -144,7 +144,7 @@ _LAZY = {
     "evaluate": "reference", "function": "function", "debugprint": "function",
     "DebugModeError": "function", "tune": "tuning",
 }
-_SUBMODULES = ("nn", "export", "tuning")
+_SUBMODULES = ("nn", "datasets", "export", "tuning")
 
 
 def __getattr__(name: str):

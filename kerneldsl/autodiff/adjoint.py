@@ -110,6 +110,29 @@ def _candidates(lin: dict, unknown: list):
     return out
 
 
+def _mixed_radix(g: E.Expr, unknown: list):
+    """((v, c), u, linear form) when `g` is `c*v + u + rest` with u an axis over [0, c) and
+    neither in `rest`: then v = (x - rest) // c and u = (x - rest) % c exactly, with no
+    reduction left (a pooling window's adjoint when its stride is its size).
+
+    Worked example, `Y[i] = max(r, X[2*i + r])` over r in [0, 2): dX[x] reads Y at i = x // 2
+    with r = x % 2, instead of summing r over [0, 2) under `(x - r) % 2 == 0`.
+    """
+    lin = linear(g)
+    if lin is None:
+        return None
+    axes = [(t, c) for t, c in lin.items() if t in unknown and c]
+    if len(axes) != 2:
+        return None
+    if any(t is not None and t not in unknown and any(a in E.free_axes(t) for a, _ in axes) for t in lin):
+        return None
+    (a, ca), (b, cb) = axes
+    for (v, c), (u, cu) in (((a, ca), (b, cb)), ((b, cb), (a, ca))):
+        if cu == 1 and c > 1 and isinstance(u.extent, E.Const) and u.extent.value == c:
+            return (v, c), u, lin
+    return None
+
+
 def solve(indices, domain: list, xs: tuple):
     """Solve `indices == xs` for axes of `domain`.
 
@@ -119,6 +142,20 @@ def solve(indices, domain: list, xs: tuple):
     unknown = list(domain)
     solution: dict = {}
     guards: list = []
+    for k in sorted(pending):
+        pair = _mixed_radix(pending[k], unknown)
+        if pair is None:
+            continue
+        (v, c), u, lin = pair
+        numer = simp(xs[k] - build_linear({t: q for t, q in lin.items() if t is not v and t is not u}))
+        found = {v: simp(numer // c), u: simp(numer % c)}
+        guards.extend(_in_range(found[v], v.extent))
+        solution = {a: simp(subst(e, found)) for a, e in solution.items()}
+        solution.update(found)
+        unknown.remove(v)
+        unknown.remove(u)
+        del pending[k]
+        pending = {j: simp(subst(g, found)) for j, g in pending.items()}
     while True:
         best = None
         for k, g in pending.items():

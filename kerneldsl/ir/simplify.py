@@ -218,7 +218,22 @@ def _compare(n: E.Binary, a: E.Expr, b: E.Expr):
 
 
 def _normalise(n: E.Expr):
-    return build_linear(linear(n))
+    return build_linear(_join_divmod(linear(n)))
+
+
+def _join_divmod(lin: dict) -> dict:
+    """`k*c*(x // c) + k*(x % c) -> k*x` (floor division and modulo: x == c*(x // c) + x % c),
+    the index of an element read back through its window and offset (a pooling gradient)."""
+    for t, k in list(lin.items()):
+        if not (isinstance(t, E.Binary) and t.op == "mod" and isinstance(t.b, E.Const) and t.b.value > 0 and k):
+            continue
+        q = E.Binary("floordiv", t.a, t.b, "int64")
+        if lin.get(q) != k * t.b.value or t not in lin:
+            continue
+        del lin[t], lin[q]
+        for u, c in linear(t.a).items():
+            lin[u] = lin.get(u, 0) + k * c
+    return lin
 
 
 INDEX = RuleSet("index", [

@@ -279,7 +279,7 @@ def conv2d(x, w, stride=1, padding=0, dilation=1, bias=None, flip: bool = False)
     return knp.array_op((n, w.shape[0], oh, ow), body, "conv2d", checks, tag="conv2d")
 
 
-def _pool(x, pool_size, stride, padding, combiner: str, name: str):
+def _pool(x, pool_size, stride, padding, combiner: str, name: str, grad_to_ties: bool = False):
     x = knp.asarray(x)
     if x.ndim != 4:
         raise ShapeError(f"{name}: input (batch, channels, h, w), got {x.ndim} dimensions")
@@ -300,12 +300,29 @@ def _pool(x, pool_size, stride, padding, combiner: str, name: str):
         if combiner == "max":
             return L.max(v, axis=[ry, rx])
         return L.sum(v, axis=[ry, rx]) * (1.0 / (ph_ * pw_))
-    return knp.array_op((n, c, oh, ow), body, name, tag=name)
+    out = knp.array_op((n, c, oh, ow), body, name, tag=name)
+    if not grad_to_ties:
+        return out
+
+    # The value of the max, with the gradient of `sum(where(v == max, v - stop_gradient(v), 0))`
+    # (zero in value): dX = dY at every element equal to its window's max. No argmax tensor, and
+    # for windows that tile the input (stride == size) each element reads one window.
+    def tied(b, ch, i, j):
+        ry, rx = L.reduce_axis(ph_, name="ry"), L.reduce_axis(pw_, name="rx")
+        yy, xx = i * sh + ry - ph, j * sw + rx - pw
+        v = x[b, ch, yy, xx]
+        if ph or pw:
+            v = L.where((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w), v, -math.inf)
+        m = L.stop_gradient(out[b, ch, i, j])
+        return m + L.sum(L.where(v == m, v - L.stop_gradient(v), 0.0), axis=[ry, rx])
+    return knp.array_op((n, c, oh, ow), tied, name, tag=f"{name}_tied")
 
 
-def max_pool2d(x, pool_size=2, stride=None, padding=0):
-    """Max over windows (Lasagne's ignore_border=True): NCHW."""
-    return _pool(x, pool_size, stride, padding, "max", "max_pool2d")
+def max_pool2d(x, pool_size=2, stride=None, padding=0, grad_to_ties: bool = False):
+    """Max over windows (Lasagne's ignore_border=True): NCHW. The gradient goes to the first
+    maximum of each window, or with grad_to_ties=True to every element equal to the maximum
+    (Theano's pool gradient, which Lasagne's MaxPool2DLayer has; no argmax is kept)."""
+    return _pool(x, pool_size, stride, padding, "max", "max_pool2d", grad_to_ties)
 
 
 def avg_pool2d(x, pool_size=2, stride=None, padding=0):
