@@ -13,12 +13,6 @@ import os
 import sys
 import time
 
-# OpenMP threads waiting between two kernels sleep instead of spinning: the default spin takes the
-# core from the thread doing the work when the machine is shared (measured at a load of 7 on 2
-# cores: a CNN step 657 ms spinning, 92 ms passive; unloaded, passive costs nothing measurable).
-# libgomp reads it once, when the first kernel loads it.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 import numpy as np
 
 import kerneldsl as kd

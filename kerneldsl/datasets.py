@@ -13,11 +13,12 @@ version's pickle batches (`data_batch_1` .. `data_batch_5`, `test_batch`).
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+
+from .settings import settings
 
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -84,7 +85,7 @@ def fashion_mnist(path=None, flatten: bool = False, dtype="float32"):
     """(X_train, y_train, X_test, y_test) of Fashion-MNIST: X in [0, 1] of `dtype`, shape
     (N, 1, 28, 28) (or (N, 784) with flatten=True); y int32 class indices 0..9. `path` is the
     directory of the IDX files (default: $KERNELDSL_FASHION_MNIST, else the Debian package's)."""
-    directory = Path(path or os.environ.get("KERNELDSL_FASHION_MNIST") or FASHION_MNIST_DIR)
+    directory = Path(path or settings.fashion_mnist or FASHION_MNIST_DIR)
     files = [_find(directory, stem) for stem in FASHION_MNIST_FILES]
     missing = [s for s, f in zip(FASHION_MNIST_FILES, files) if f is None]
     if missing:

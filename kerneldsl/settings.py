@@ -119,6 +119,9 @@ SETTINGS = (
             "a file path"),
     Setting("use_records", "KERNELDSL_USE_RECORDS", _bool, True,
             "whether builds use the tuning records (kd.tune) that match their workload", "1/0, on/off"),
+    Setting("fashion_mnist", "KERNELDSL_FASHION_MNIST", str, None,
+            "the folder of Fashion-MNIST's IDX files for kerneldsl.datasets.fashion_mnist (default: the Debian "
+            "package dataset-fashion-mnist's, /usr/share/datasets/fashion-mnist)", "a folder path"),
     Setting("debug", "KERNELDSL_DEBUG", _int, 0,
             "1 logs each pipeline pass with its time; 2 also the IR after each pass and the source",
             "0, 1 or 2"),
