@@ -306,3 +306,18 @@ def test_a_read_in_both_branches_of_a_where_keeps_its_check_when_rewritten_away(
     with pytest.raises(IndexError, match="x"):
         f(np.zeros((3, 0), "float32"), np.float32(1))
     np.testing.assert_array_equal(f(np.zeros((3, 2), "float32"), np.float32(1)), np.ones(3, "float32"))
+
+
+def test_a_dropped_read_in_a_where_branch_is_checked_at_entry():
+    """Found by the fuzzer: `s <= s` with s = argmax(x[i]) is True, which drops the read x[i] (i
+    over n, x of size m) from a where branch; nothing was left to check it."""
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((m,), "int32", name="x")
+    c = kd.placeholder((n,), "float64", name="c")
+    r = kd.reduce_axis(m, name="r")
+    t = kd.compute((n,), lambda i: kd.where(c[i] > 0, kd.cast(kd.argmax(x[i], axis=r) <= kd.argmax(x[i], axis=r),
+                                                              "float64"), c[i]), name="t")
+    f = kd.build([x, c], [t])
+    with pytest.raises(IndexError, match=r"x\[i\]"):
+        f(np.zeros(3, "int32"), np.ones(5))
+    np.testing.assert_array_equal(f(np.zeros(3, "int32"), np.ones(3)), np.ones(3))
