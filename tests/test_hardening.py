@@ -321,3 +321,13 @@ def test_a_dropped_read_in_a_where_branch_is_checked_at_entry():
     with pytest.raises(IndexError, match=r"x\[i\]"):
         f(np.zeros(3, "int32"), np.ones(5))
     np.testing.assert_array_equal(f(np.zeros(3, "int32"), np.ones(3)), np.ones(3))
+
+
+def test_a_padded_convolution_whose_index_a_rewrite_simplified_is_not_entry_checked():
+    """The guarded (padded) read x[..., i * 1 + r * 1 - 1] simplified to x[..., i + r - 1] is
+    still read, and still checked only where the padding test takes it."""
+    x = kd.tensor4("x")
+    w = kd.tensor("w", shape=(2, 1, 3, 3))
+    f = kd.build([x, w], [kd.nn.conv2d(x, w, padding=1)])
+    out = f(np.ones((1, 1, 4, 4), "float32"), np.ones((2, 1, 3, 3), "float32"))
+    assert out.shape == (1, 2, 4, 4) and out[0, 0, 0, 0] == 4 and out[0, 0, 1, 1] == 9

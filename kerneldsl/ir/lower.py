@@ -526,7 +526,11 @@ def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
         return op.checks
     # a dropped read in a where branch is checked at entry: no element is left to check it where
     # the branch is taken (the reference reads both branches)
-    gone = {str(ld) for ld in dropped}
+    def key(ld):  # a read whose indices a rewrite only simplified is still there, checked as it is
+        return ld.tensor, tuple(simplify(ix) for ix in ld.indices)
+    still_read = {key(ld) for ld in new}
+    bounded = {n.tensor for n in E.walk(new_body) if isinstance(n, E.Bound)}  # read through, checked there
+    gone = {str(ld) for ld in dropped if key(ld) not in still_read and ld.tensor.name not in bounded}
     kept = op.checks + tuple(c for c in read_checks(op.with_body(old_body), guarded_too=True)
                              if c.load in gone or c in read_checks(op.with_body(old_body)))
     still = set(topo_order([op.with_body(new_body)]))
