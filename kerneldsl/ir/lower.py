@@ -466,7 +466,7 @@ def element_checked(op: ComputeOp) -> bool:
     return False
 
 
-def read_checks(op: ComputeOp, guarded_too: bool = False) -> tuple:
+def read_checks(op: ComputeOp) -> tuple:
     """The entry conditions of `op`'s unguarded affine reads over its own domain (its axes and
     the reduction axes around each read), as lowering would check them if `op` were a kernel:
     what fusion keeps when it inlines `op` (tensor.RangeCheck)."""
@@ -490,7 +490,7 @@ def read_checks(op: ComputeOp, guarded_too: bool = False) -> tuple:
                 visit(e.cond, inner, guarded)
             visit(e.body, inner, guarded or e.cond is not None)
             return
-        if isinstance(e, E.Load) and (guarded_too or not guarded):
+        if isinstance(e, E.Load) and not guarded:
             for dim, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
                 check(ix, extent, enclosing, str(e), e.tensor.name, dim)
         if isinstance(e, E.Bound) and not guarded:
@@ -524,15 +524,7 @@ def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
     dropped = [ld for ld in E.loads(old_body) if ld not in new]
     if not dropped:
         return op.checks
-    # a dropped read in a where branch is checked at entry: no element is left to check it where
-    # the branch is taken (the reference reads both branches)
-    def key(ld):  # a read whose indices a rewrite only simplified is still there, checked as it is
-        return ld.tensor, tuple(simplify(ix) for ix in ld.indices)
-    still_read = {key(ld) for ld in new}
-    bounded = {n.tensor for n in E.walk(new_body) if isinstance(n, E.Bound)}  # read through, checked there
-    gone = {str(ld) for ld in dropped if key(ld) not in still_read and ld.tensor.name not in bounded}
-    kept = op.checks + tuple(c for c in read_checks(op.with_body(old_body), guarded_too=True)
-                             if c.load in gone or c in read_checks(op.with_body(old_body)))
+    kept = op.checks + read_checks(op.with_body(old_body))
     still = set(topo_order([op.with_body(new_body)]))
     for t in topo_order([ld.tensor for ld in dropped]):
         if isinstance(t, ComputeOp) and t not in still:
