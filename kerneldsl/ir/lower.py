@@ -473,31 +473,6 @@ def read_checks(op: ComputeOp) -> tuple:
     from .tensor import RangeCheck
     out = []
 
-    def visit(e, enclosing, guarded):
-        if isinstance(e, E.Select):
-            visit(e.cond, enclosing, guarded)
-            if e.a is e.b:  # both branches read it: it is read wherever the select is
-                visit(e.a, enclosing, guarded)
-            elif isinstance(e.cond, E.Const):  # the branch taken is known
-                visit(e.a if e.cond.value else e.b, enclosing, guarded)
-            else:
-                visit(e.a, enclosing, True)
-                visit(e.b, enclosing, True)
-            return
-        if isinstance(e, E.Reduce):
-            inner = enclosing + tuple(e.axes)
-            if e.cond is not None:
-                visit(e.cond, inner, guarded)
-            visit(e.body, inner, guarded or e.cond is not None)
-            return
-        if isinstance(e, E.Load) and not guarded:
-            for dim, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
-                check(ix, extent, enclosing, str(e), e.tensor.name, dim)
-        if isinstance(e, E.Bound) and not guarded:
-            check(e.index, e.extent, enclosing, f"{e.tensor}[...] (inlined)", e.tensor, e.dim)
-        for c in e.children():
-            visit(c, enclosing, guarded)
-
     def check(ix, extent, enclosing, text, tensor, dim):
         if any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix)):
             return  # a gather: checked element by element where it is read
@@ -510,7 +485,14 @@ def read_checks(op: ComputeOp) -> tuple:
             cond = (a.extent <= 0) | cond
         out.append(RangeCheck(simplify(cond), op.name, text, tensor, dim, extent, lo, hi))
 
-    visit(op.body, tuple(op.axes), False)
+    for e, enclosing, guarded in reads(op):
+        if guarded:
+            continue
+        if isinstance(e, E.Load):
+            for dim, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
+                check(ix, extent, enclosing, str(e), e.tensor.name, dim)
+        else:  # a Bound: an inlined read's index
+            check(e.index, e.extent, enclosing, f"{e.tensor}[...] (inlined)", e.tensor, e.dim)
     return tuple(out)
 
 
