@@ -219,9 +219,11 @@ def replay(key: str) -> None:
 
 def measure(fns: dict, rounds: int, repeat: int) -> dict:
     times: dict = {k: [] for k in fns}
+    # calls per sample: a sample of a 0.1 ms kernel would be one thread wake-up's noise; >= 2 ms each
+    number = {lib: max(1, int(2e-3 / timeit(fn, repeat=1, idle=0.0))) for lib, fn in fns.items()}
     for _ in range(rounds):
         for lib, fn in fns.items():
-            times[lib].append(timeit(fn, repeat=repeat))
+            times[lib].append(timeit(fn, repeat=repeat, number=number[lib]))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -312,3 +312,27 @@ def test_kd_function_uses_the_records_too(db):
     fn = kd.function([x], y)
     np.testing.assert_allclose(fn(v), np.exp(v) * 2, rtol=1e-6)
     assert isinstance(fn.config, TunedConfig) and fn.config.record == db.best(res.key).id
+
+
+def test_the_busy_count_leaves_out_this_process_s_own_running_threads():
+    """An OpenMP team still spinning after a kernel is this process's, not another's load."""
+    import sys
+    import threading
+
+    from kerneldsl.tuning import worker
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc is Linux's")
+    stop = threading.Event()
+    a = np.ones(1 << 20)
+
+    def work():  # numpy's loops run without the GIL: this thread stays runnable beside the reader
+        while not stop.is_set():
+            np.sqrt(a, out=a)
+    spin = threading.Thread(target=work)
+    spin.start()
+    try:
+        seen = max(worker._own_running() for _ in range(200))
+    finally:
+        stop.set()
+        spin.join()
+    assert seen >= 2  # the reading thread and the spinning one

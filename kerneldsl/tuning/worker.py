@@ -90,7 +90,19 @@ def others_running() -> int:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return 0
-    return max(0, running - 1)  # this process, reading
+    return max(0, running - max(1, _own_running()))  # this process: the reading thread, spinning OpenMP threads
+
+
+def _own_running() -> int:
+    """This process's threads running or ready to run (an OpenMP team still spinning after a kernel)."""
+    n = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, IndexError):
+        return 1
+    return n
 
 
 def measure(path: str, config_json: str, options: dict) -> dict:
