@@ -169,3 +169,39 @@ def test_decompose_reduction_refuses_max():
     s = loop_schedule(y)
     with pytest.raises(kd.ScheduleError, match="not a plain sum"):
         s.decompose_reduction(s.loops(y)[0])
+
+
+# --- GEMM knobs fitted to the extents known at the build ------------------------------------------
+
+def test_gemm_knobs_are_fitted_to_known_extents():
+    from kerneldsl.schedule.templates import fit_gemm_knobs
+    t = kd.Target("c", "avx512", 64, 2)
+    # N = 100: 16 columns pad to 112, 32 columns to 128; K = 784 fits one block (2 x 512)
+    assert fit_gemm_knobs(None, 100, 784, t, "float32") == {"mr": 12, "nr": 16, "mc": 96, "nc": 4096, "kc": 784}
+    # M = 64 output channels: 8 rows a tile, not 12 (72 rows computed)
+    assert fit_gemm_knobs(64, None, 288, t, "float32") == {"mr": 8, "nr": 32, "mc": 96, "nc": 4096}
+    assert fit_gemm_knobs(None, None, None, t, "float32") == {}  # nothing known: the target's defaults
+    assert fit_gemm_knobs(1200, 1024, 4096, t, "float32") == {}  # little padding, K in several blocks
+    narrow = kd.Target("c", "avx2", 32, 2)
+    assert fit_gemm_knobs(20, 100, 784, narrow, "float32") == {"kc": 784}  # 16 registers: the tiles stay
+
+
+def test_a_dense_layer_of_known_width_gets_fitted_knobs_and_a_knobs_block_wins():
+    from kerneldsl.schedule.templates import fit_gemm_knobs, template
+    n = kd.size("n")
+    X, W = kd.placeholder((n, 40), name="X"), kd.placeholder((40, 20), name="W")
+    r = kd.reduce_axis(40, name="r")
+    Y = kd.compute((n, 20), lambda i, j: kd.tanh(kd.sum(X[i, r] * W[r, j], axis=r)), name="Y")
+    x = np.random.default_rng(0).standard_normal((37, 40)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((40, 20)).astype(np.float32)
+    target = kd.Target.detect()
+
+    def knobs(**block):
+        with kd.settings.override(use_records=False), kd.knobs(min_work=0, **block):
+            f = kd.build([X, W], [Y])
+        np.testing.assert_allclose(f(x, w), np.tanh(x.astype(np.float64) @ w), rtol=1e-4, atol=1e-5)
+        return next(s["knobs"] for s in f.config.steps if s.get("template") == "gemm")
+    plain = template("gemm", target).defaults(target, "float32")
+    assert knobs() == {**plain, "min_work": 0, **fit_gemm_knobs(None, 20, 40, target, "float32")}
+    assert knobs(fit_gemm=False) == {**plain, "min_work": 0}
+    assert knobs(nr=plain["nr"])["nr"] == plain["nr"]  # a knobs block is never overridden

@@ -30,7 +30,7 @@ from . import primitives as P
 from .contraction import match, plan_gemm
 from .reuse import reuse_through_output
 from .rfactor import reduction_of
-from .templates import SHARED_LIMIT, choice, family, gemm_shared_bytes, template
+from .templates import SHARED_LIMIT, active_overrides, choice, family, fit_gemm_knobs, gemm_shared_bytes, template
 
 
 def template_step(kernel: Kernel, name: str, knobs: dict, target) -> dict:
@@ -74,11 +74,28 @@ def _cuda_gemm_knobs_ok(kernel: Kernel, target) -> bool:
 def steps_for(kernel: Kernel, name: str, knobs: dict, target) -> list[dict]:
     """The steps that run the plain `kernel` with template `name`: the CPU's loop nest gets its
     default marks; a row reduction stores its costly term once (before a CUDA template plans)."""
+    if name == "gemm" and family(target) == "c" and choice("fit_gemm", True):
+        fitted = {k: v for k, v in _fitted_gemm_knobs(kernel, target).items() if k not in active_overrides()}
+        knobs = {**fitted, **knobs}
     step = template_step(kernel, name, knobs, target)
     if family(target) == "c":
         return [step, *(column_steps(kernel) or mark_steps(kernel)), *reuse_steps(kernel)] if name == "loops" \
             else [step]
     return [step] if name in ("loops", "gemm") else [*reuse_steps(kernel), step]
+
+
+def _fitted_gemm_knobs(kernel: Kernel, target) -> dict:
+    """The CPU GEMM knobs fitted to the contraction's M, N and K where they are known now."""
+    c = plan_gemm(kernel).contraction
+
+    def extent(axes):
+        n = 1
+        for a in axes:
+            if not isinstance(a.extent, E.Const):
+                return None
+            n *= a.extent.value
+        return n
+    return fit_gemm_knobs(extent(c.m), extent(c.n), extent(c.k), target, kernel.op.dtype)
 
 
 def _gemm_fits(kernel: Kernel) -> bool:

@@ -116,6 +116,48 @@ def _nc(target, dtype):
     return nr * max(1, 4096 // nr)  # KC x NC of packed B: a few MiB of L3
 
 
+VECTOR_REGISTERS = {"avx512": 32, "avx2": 16, "generic": 16}
+
+
+def register_tiles(target, dtype: str) -> list[tuple[int, int]]:
+    """(mr, nr) tiles whose mr * nr / lanes accumulators, nr / lanes B vectors and one broadcast
+    A fit the vector registers (the tuner searches these; the default is TILES')."""
+    n, regs = lanes(target, dtype), VECTOR_REGISTERS.get(target.isa, 16)
+    return [(mr, nv * n) for nv in (1, 2, 3, 4) for mr in (2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28)
+            if mr * nv + nv + 1 <= regs and mr * nv >= 6 and nv * n <= 256]
+
+
+FIT_WASTE = 0.05  # padding of the last register tile that is worth another tile
+
+
+def fit_gemm_knobs(m, n, k, target, dtype: str) -> dict:
+    """CPU GEMM knobs fitted to the extents known when the kernel is built (None: known only at a
+    call), as tuning found them on this machine class (benchmarks/NOTES.md, "Better defaults"):
+    - nr: the register tile's columns padding N least (N = 100: 16 columns, 112 computed, not
+      32 columns, 128 computed); mr likewise for M (M = 64 output channels: 8 rows, not 12);
+      the target's tile is kept unless it pads more than FIT_WASTE;
+    - kc: K in one block when K is at most twice the default block (one pass over C, one packing
+      of each panel), e.g. a dense layer's K = 784.
+    Only knobs that differ from the defaults are returned."""
+    d_mr, d_nr, d_kc = _mr(target, dtype), _nr(target, dtype), _kc(target, dtype)
+    waste = lambda extent, t: (-extent) % t / extent  # noqa: E731 - padded share of the last tile
+    nr, mr = d_nr, d_mr
+    # tiles: measured with 32 vector registers (AVX-512), where every tile below keeps >= 12
+    # accumulators; with 16 the smaller tiles starve the FMA units, so those targets keep theirs
+    tiles = [t for t in register_tiles(target, dtype) if t[0] * t[1] // lanes(target, dtype) >= 12 and t[0] <= d_mr] \
+        if VECTOR_REGISTERS.get(target.isa, 16) >= 32 else []
+    if tiles and n and waste(n, d_nr) > FIT_WASTE:
+        nr = min({t[1] for t in tiles}, key=lambda c: (-(-n // c) * c, -c))
+    if tiles and m and waste(m, d_mr) > FIT_WASTE:
+        mr = min((t[0] for t in tiles if t[1] == nr), key=lambda r: (-(-m // r) * r, -r))
+    out = {}
+    if (mr, nr) != (d_mr, d_nr):
+        out.update(mr=mr, nr=nr, mc=mr * max(1, 96 // mr), nc=nr * max(1, 4096 // nr))
+    if k and d_kc < k <= 2 * d_kc:
+        out["kc"] = k
+    return out
+
+
 def _check_cpu_gemm(k: dict, target, dtype: str) -> None:
     n = lanes(target, dtype)
     if k["nr"] % n:
@@ -199,7 +241,8 @@ TEMPLATES = {t.family + ":" + t.name: t for t in (
 
 # Choices of the default schedule (not knobs of one template): whether it picks a template at all.
 CHOICES = {"gemm": "contractions take the GEMM template (else: loops / grid_stride)",
-           "row_reduce": "row reductions take the row_reduce template on CUDA (else: grid_stride)"}
+           "row_reduce": "row reductions take the row_reduce template on CUDA (else: grid_stride)",
+           "fit_gemm": "CPU GEMM tiles and K blocks fitted to the extents known at the build (else: the target's)"}
 
 
 def family(target) -> str:

@@ -32,10 +32,7 @@ from ..ir import loops as L
 from ..schedule import primitives as P
 from ..schedule.config import Config
 from ..schedule.schedule import LoopRef, Schedule, front
-from ..schedule.templates import family, lanes, template
-
-VECTOR_REGISTERS = {"avx512": 32, "avx2": 16, "generic": 16}
-
+from ..schedule.templates import family, register_tiles, template
 
 @dataclass(frozen=True)
 class Dimension:
@@ -57,10 +54,7 @@ def _with_default(values, default) -> tuple[tuple, int]:
 
 def _cpu_gemm_dims(k, target, dtype: str, cores: int) -> list[Dimension]:
     knobs = k.knobs
-    n = lanes(target, dtype)
-    regs = VECTOR_REGISTERS.get(target.isa, 16)
-    tiles = [(mr, nv * n) for nv in (1, 2, 3, 4) for mr in (2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28)
-             if mr * nv + nv + 1 <= regs and mr * nv >= 6 and nv * n <= 256]
+    tiles = register_tiles(target, dtype)
     dims = []
     for name, values, default in (
             ("tile", tiles, (knobs["mr"], knobs["nr"])),
