@@ -70,7 +70,8 @@ def test_trace_round_trips_through_json():
     text = s.trace.to_json()
     steps = json.loads(text)
     assert steps[0] == {"primitive": "template", "kernel": "C", "template": "loops",
-                        "knobs": {"parallel_min_work": 32768}}  # the kernel runs its loop nest
+                        "knobs": {"parallel_min_work": 32768, "simd_block": kd.Target.detect().vector_bytes}}
+    # the kernel runs its loop nest (simd_block: 4 vectors of float32)
     assert {"primitive": "split", "kernel": "C", "loop": "i", "factor": 8} in steps
     again = loop_schedule(C, trace=kd.Trace.from_json(text))
     assert str(again) == str(s)
@@ -205,3 +206,24 @@ def test_a_dense_layer_of_known_width_gets_fitted_knobs_and_a_knobs_block_wins()
     assert knobs() == {**plain, "min_work": 0, **fit_gemm_knobs(None, 20, 40, target, "float32")}
     assert knobs(fit_gemm=False) == {**plain, "min_work": 0}
     assert knobs(nr=plain["nr"])["nr"] == plain["nr"]  # a knobs block is never overridden
+
+
+def test_a_loop_both_parallel_and_simd_runs_in_blocks_of_the_knob():
+    n = kd.size("n")
+    x = kd.placeholder((n,), name="x")
+    y = kd.compute((n,), lambda i: kd.exp(x[i]) * 2 + 1, name="y")
+    r = kd.reduce_axis(n, "r")
+    total = kd.compute((), lambda: kd.sum(x[r], axis=r), name="total")
+    for block in (0, 16, 64):
+        with kd.settings.override(use_records=False), kd.knobs(simd_block=block, parallel_min_work=0):
+            f = kd.build([x], [y])
+            g = kd.build([x], [total])
+        assert ("kd_blk_" in f.source) == (block > 0)
+        assert "kd_blk_" not in g.source  # a reduction keeps its one `parallel for simd reduction` loop
+        assert (f"in SIMD blocks of {block}" in str(f.kernels[0])) == (block > 0)
+        for size in (1, 15, 16, 17, 64, 1000):
+            v = np.linspace(-3, 3, size, dtype=np.float32)
+            want = np.exp(v.astype(np.float64)) * 2 + 1
+            np.testing.assert_allclose(f(v), want, rtol=1e-5)
+            np.testing.assert_allclose(f(v[::-1]), want[::-1], rtol=1e-5)  # strided: the other copy of the nest
+            np.testing.assert_allclose(g(v), v.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)

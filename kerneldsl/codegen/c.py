@@ -92,6 +92,7 @@ class CPrinter:
 
     saturate = False  # entry checks: int64 + - * saturate instead of wrapping (see render)
     parallel_min_work = 1 << 15  # the kernel's knob: below this much work a parallel loop runs on one thread
+    simd_block = 0  # the kernel's knob: a loop both parallel and SIMD runs in blocks of this many iterations
 
     def _op(self, e):
         """An operator or intrinsic, spelled as its op table row says for the first operand's
@@ -146,17 +147,25 @@ class CPrinter:
             out.append(f"{indent}    if ({flag}) {a} = {c_const(float('nan'), acc.dtype)};")
         return out + [f"{indent}}}"]
 
+    def _blocked_loop(self, s: For, indent: str, work: str) -> list[str]:
+        """A loop both parallel and SIMD: threads take blocks of simd_block iterations, each block
+        one SIMD loop of constant length but the last."""
+        v, b, n = self.name(s.var), self.simd_block, self.expr(s.extent)
+        blk, lane, size = f"kd_blk_{v}", f"kd_lane_{v}", f"kd_size_{v}"
+        # the SIMD loop counts from 0 to at most b: gcc vectorizes that form best (measured)
+        return [f"{indent}#pragma omp parallel for schedule(static) if ({work} >= {self.parallel_min_work})",
+                f"{indent}for (int64_t {blk} = 0; {blk} < ({n} + {b - 1}) / {b}; ++{blk}) {{",
+                f"{indent}    const int64_t {size} = {n} - {blk} * {b} < {b} ? {n} - {blk} * {b} : {b};",
+                f"{indent}    #pragma omp simd",
+                f"{indent}    for (int64_t {lane} = 0; {lane} < {size}; ++{lane}) {{",
+                f"{indent}        const int64_t {v} = {blk} * {b} + {lane};",
+                *self.stmt(s.body, indent + "        "), f"{indent}    }}", f"{indent}}}"]
+
     def _reduction_clause(self, loop: For) -> str:
         """`reduction(+:acc)` for accumulators the loop's iterations update (at any depth, under
         any condition) but do not declare: without the clause a parallel loop races on them."""
-        stmts = list(leaves(loop.body))
-        declared = {s.var for s in stmts if isinstance(s, Declare)}
-        clauses = {}
-        for s in stmts:
-            if isinstance(s, Assign) and s.var not in declared and isinstance(s.value, E.Binary) \
-                    and s.value.a is s.var and s.value.op in ("add", "mul"):
-                clauses[s.var] = f" reduction({'+' if s.value.op == 'add' else '*'}:{self.name(s.var)})"
-        return "".join(clauses.values())
+        return "".join(f" reduction({'+' if op == 'add' else '*'}:{self.name(v)})"
+                       for v, op in _accumulated(loop).items())
 
     def _Load(self, e):
         text = f"{self.name(e.tensor)}[{self.index(e.tensor, e.indices)}]"
@@ -176,6 +185,8 @@ class CPrinter:
                 return self._extreme_loop(s, indent, *extreme)
             if s.kind == "parallel":
                 work = self.expr(simplify(loop_work(s)))
+                if self.simd_block and simd_blocked(s):
+                    return self._blocked_loop(s, indent, work)
                 simd = " simd" if _innermost(s) and straight_line(s.body) else ""
                 out.append(f"{indent}#pragma omp parallel for{simd} schedule(static){self._reduction_clause(s)} "
                            f"if ({work} >= {self.parallel_min_work})")
@@ -210,6 +221,21 @@ def _local_strides(buf: Buffer) -> tuple[str, ...]:
     return tuple(str(math.prod(dims[k + 1:])) for k in range(len(dims)))
 
 
+def _accumulated(loop: For) -> dict:
+    """{accumulator: "add" | "mul"}: variables the loop's iterations update but do not declare."""
+    stmts = list(leaves(loop.body))
+    declared = {s.var for s in stmts if isinstance(s, Declare)}
+    return {s.var: s.value.op for s in stmts
+            if isinstance(s, Assign) and s.var not in declared and isinstance(s.value, E.Binary)
+            and s.value.a is s.var and s.value.op in ("add", "mul")}
+
+
+def simd_blocked(loop: For) -> bool:
+    """A parallel loop that is also the SIMD loop (innermost, straight-line, no reduction), which
+    the knob simd_block runs in blocks."""
+    return loop.kind == "parallel" and _innermost(loop) and straight_line(loop.body) and not _accumulated(loop)
+
+
 def _innermost(loop: For) -> bool:
     body = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
     return not any(isinstance(s, (For, IfThenElse)) for s in body)
@@ -242,7 +268,9 @@ class KernelSummary:
         if not par:
             return "one thread"
         work = expr_text(simplify(loop_work(par[0])))
-        return (f"loop {par[0].var.name} over {self.target.cores} thread(s) when {work} >= "
+        blocks = f" in SIMD blocks of {k.knobs['simd_block']}" if k.knobs.get("simd_block") and simd_blocked(par[0]) \
+            else ""
+        return (f"loop {par[0].var.name} over {self.target.cores} thread(s){blocks} when {work} >= "
                 f"{k.knobs.get('parallel_min_work', CPrinter.parallel_min_work)}")
 
     def summary(self) -> str:
@@ -342,11 +370,12 @@ def render(module: Module, target, version: str, printer_cls=CPrinter, profile: 
             local[v] = f"v_{v.name}"
         p = printer_cls(local, strides)
         p.parallel_min_work = k.knobs.get("parallel_min_work", p.parallel_min_work)
+        p.simd_block = k.knobs.get("simd_block", 0)
         body = "\n".join(p.stmt(k.body, "    "))
         unit = [b for b in module.buffers if b in used and b.ndim]
         if unit:  # a copy of the nest for unit innermost strides: contiguous, vectorizable accesses
             fast = printer_cls(local, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
-            fast.parallel_min_work = p.parallel_min_work
+            fast.parallel_min_work, fast.simd_block = p.parallel_min_work, p.simd_block
             cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
             body = "\n".join([f"    if ({cond}) {{", *fast.stmt(k.body, "        "), "    } else {",
                               *p.stmt(k.body, "        "), "    }"])

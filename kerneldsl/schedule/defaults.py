@@ -2,7 +2,9 @@
 
 C: a contraction (matmul, batched matmul, dense + epilogue, implicit-GEMM convolution) takes the
 gemm template; every other kernel runs its loop nest (template `loops`) with these marks:
-    the outermost output loop        parallel (threads only above the knob parallel_min_work)
+    the outermost output loop        parallel (threads only above the knob parallel_min_work); when
+                                     it is also the SIMD loop (one output loop, straight-line), the
+                                     threads take blocks of the knob simd_block iterations
     the innermost output loop        vectorized, when its body is straight-line
     a sum/prod/max/min loop          vectorized, when it is innermost and straight-line
     the outer loop of a scalar sum   parallel_reduce (each thread sums a share; OpenMP combines them)

@@ -8,7 +8,7 @@ A point picks one value per dimension. The dimensions of a kernel depend on what
 
     C gemm          tile (mr, nr) that fits the vector registers, kc, mc, nc (as targets,
                     rounded to multiples of mr / nr), threads, parallel_min_work
-    C loops         parallel_min_work, and mutations of its default loop nest: split the innermost
+    C loops         parallel_min_work, simd_block (where a loop is both parallel and SIMD), and mutations of its default loop nest: split the innermost
                     output loop (the inner part vectorized: the vector width), fuse the two outer
                     output loops (which loop is parallel), no parallel loop, swap the two inner
                     output loops, tile the two inner output loops (the tile unrolled), move the reductions outside the innermost output loop
@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..codegen.c import simd_blocked
 from ..errors import ScheduleError
 from ..ir import expr as E
 from ..ir import loops as L
@@ -113,7 +114,9 @@ def _knob_values(k, target) -> dict:
     """Plain knob dimensions of a template (those that are not tiles)."""
     if family(target) == "c":
         if k.template == "loops":
-            return {"parallel_min_work": (0, 1 << 12, 1 << 15, 1 << 18, 1 << 21)}
+            blocks = {"simd_block": (0, 16, 32, 64, 128, 256)} \
+                if any(simd_blocked(lp) for lp in L.loops(k.body)) else {}
+            return {"parallel_min_work": (0, 1 << 12, 1 << 15, 1 << 18, 1 << 21), **blocks}
         return {}
     if k.template == "grid_stride":
         return {"threads_per_block": (64, 128, 256, 512, 1024), "max_blocks": (256, 1024, 4096, 16384, 65536),
