@@ -62,6 +62,11 @@ def within(res, frac=0.05) -> int | None:
     return None
 
 
+def best_by(res, trials: int) -> float:
+    """The best time among the first `trials` trials."""
+    return min((t.seconds for t in res.history if t.ok and t.index < trials), default=float("inf"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=64)
@@ -84,6 +89,12 @@ def main() -> None:
                       f"(default {1e3 * res.default.seconds:.3f} ms), within 5% of its best at trial "
                       f"{within(res)}, {len(res.failures)} failed, {res.rejected} refused by the primitives, "
                       f"{res.wall_seconds:.0f} s  [{res.best.choices}]", flush=True)
+        for strategy in ("random", "evolutionary"):  # the mean over seeds of the best so far
+            mine = [res for label, res in runs if label.startswith(strategy)]
+            marks = sorted({min(m, args.trials) for m in (8, 16, 32, args.trials)})
+            means = [sum(best_by(res, m) for res in mine) / len(mine) for m in marks]
+            print(f"{name}: {strategy:12} mean best over {len(mine)} seeds after "
+                  + ", ".join(f"{m} trials {1e3 * v:.3f} ms" for m, v in zip(marks, means)), flush=True)
         path = os.path.join(args.out, f"convergence_{key}.png")
         convergence(runs, path, title=f"{name}: best so far, random vs model-guided evolutionary ({args.trials} trials)")
         print(f"wrote {path}")

@@ -131,8 +131,9 @@ def _knob_values(k, target) -> dict:
 class SearchSpace:
     """The dimensions of every kernel of one workload, and how a point becomes a Config."""
 
-    def __init__(self, inputs, outputs, base: Config) -> None:
+    def __init__(self, inputs, outputs, base: Config, sizes: dict | None = None) -> None:
         self.inputs, self.outputs, self.base = tuple(inputs), tuple(outputs), base
+        self.sizes = dict(sizes or {})  # {SizeVar: int} of the tuned call (the cost model's shape features)
         inline = [s["tensor"] for s in base.steps if s.get("primitive") == "compute_inline"]
         self.plain = front(self.outputs, self.inputs, base.fuse, inline)
         s = Schedule.on(self.outputs, self.inputs, self.plain, [dict(x) for x in base.steps], base)
@@ -146,8 +147,8 @@ class SearchSpace:
         self._prune()
 
     @staticmethod
-    def of(inputs, outputs, base: Config) -> SearchSpace:
-        return SearchSpace(inputs, outputs, base)
+    def of(inputs, outputs, base: Config, sizes: dict | None = None) -> SearchSpace:
+        return SearchSpace(inputs, outputs, base, sizes)
 
     def _dims_of(self, k) -> list[Dimension]:
         dtype = k.op.dtype

@@ -171,7 +171,7 @@ def tune(f, args, trials: int = 200, time_budget_s: float = 600.0, strategy: str
         expected = evaluate(list(f.outputs), dict(zip(f.inputs, arrays)))
     else:
         expected = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
-    space = SearchSpace.of(f.inputs, f.outputs, base)
+    space = SearchSpace.of(f.inputs, f.outputs, base, bind_sizes(f.inputs, arrays))
     search = make_strategy(strategy, space, seed)
     db = database if isinstance(database, Database) else Database(database)
     payload = Payload.make(f.inputs, f.outputs, arrays, expected, target, base.fuse)
