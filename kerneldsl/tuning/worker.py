@@ -85,12 +85,16 @@ def others_running() -> int:
     """Threads of other processes running or ready to run now, from /proc/loadavg (0 where there is
     none): the tuner's own are held off by the machine lock, so these are someone else's, and a
     multi-threaded candidate timed beside them is penalised more than a single-threaded one."""
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            running = int(f.read().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return max(0, running - max(1, _own_running()))  # this process: the reading thread, spinning OpenMP threads
+    counts = []
+    for _ in range(3):  # this process's threads (the reader, an OpenMP team still spinning) read on both
+        before = _own_running()  # sides of the load, which they may enter or leave between the reads
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        counts.append(max(0, running - max(1, before, _own_running())))
+    return min(counts)
 
 
 def _own_running() -> int:
