@@ -6,9 +6,10 @@
 
 `random` draws points uniformly. `evolutionary` (TVM MetaSchedule's evolutionary search) keeps
 the fastest measured points as parents, breeds children by mutation (one or two choices
-changed) and crossover (each choice from either parent), evolves them for a few generations
-on the cost model's predictions (no measurement), and measures the children the model ranks
-best, plus a few random ones (epsilon-greedy) so that a wrong model cannot trap the search.
+changed) and crossover (each choice from either parent), adds as many fresh random points,
+evolves them for a few generations on the cost model's predictions (no measurement), and
+measures the points the model ranks best, plus a few random ones (epsilon-greedy) so that a
+wrong model cannot trap the search.
 Until the model has seen enough successful trials (or without LightGBM) it measures mutations
 of the best points and random points. Both strategies measure the default point first.
 """
@@ -135,6 +136,10 @@ class EvolutionarySearch(Strategy):
         want = n - n_random
         pool = [c for c in self._children(parents, self.population) if c not in self.seen]
         if guided:
+            # fresh random points compete with the parents' children on the model's ranking (TVM
+            # seeds its population the same way): far from the incumbents the model may know better
+            pool += [p for p in (self.space.random_point(self.rng) for _ in range(self.population))
+                     if p not in self.seen]
             for _ in range(self.generations):  # evolve on predictions: no measurement
                 pool = list(dict.fromkeys(pool))
                 scores = self.model.predict([self._feat(c) for c in pool])
