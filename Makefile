@@ -56,6 +56,7 @@ bench: $(STAMP)/bench
 	$(PYTHON) benchmarks/bench_cpu.py
 	$(PYTHON) benchmarks/bench_autodiff.py
 	$(PYTHON) benchmarks/bench_function.py --quick
+	$(PYTHON) benchmarks/bench_defaults.py --rounds 3
 	$(PYTHON) benchmarks/bench_gpu.py
 
 clean:
