@@ -34,6 +34,39 @@ def gemm(s=512):
     return f"matmul {s}^3", [A, B], [C], (a, b), [(a.astype(np.float64) @ b).astype(np.float32)]
 
 
+def dense(batch=128, k=784, m=100):
+    """A dense layer's GEMM (N = 100 and K = 784 pad the default tile and K block)."""
+    name, ins, outs, _, _ = gemm(2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((batch, k), dtype=np.float32)
+    b = rng.standard_normal((k, m), dtype=np.float32)
+    return f"matmul {batch}x{k} @ {k}x{m}", ins, outs, (a, b), [(a.astype(np.float64) @ b).astype(np.float32)]
+
+
+def conv_bwd(batch=16, ci=32, co=64, hw=32):
+    """A convolution's two gradients (dX, dW): two GEMM kernels, so a point must pick both well."""
+    H = hw + 2
+    X = kd.placeholder((batch, ci, H, H), name="X")
+    W = kd.placeholder((co, ci, 3, 3), name="W")
+    c, ry, rx = kd.reduce_axis(ci, "c"), kd.reduce_axis(3, "ry"), kd.reduce_axis(3, "rx")
+    Y = kd.compute((batch, co, hw, hw), lambda n, o, y, x: kd.sum(X[n, c, y + ry, x + rx] * W[o, c, ry, rx],
+                                                                  axis=[c, ry, rx]), name="Y")
+    dY = kd.placeholder(Y.shape, name="dY")
+    dX, dW = kd.grad(Y, [X, W], dy=dY)
+    rng = np.random.default_rng(2)
+    x, w, dy = (rng.standard_normal(s, dtype=np.float32)
+                for s in ((batch, ci, H, H), (co, ci, 3, 3), (batch, co, hw, hw)))
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    cols = np.lib.stride_tricks.sliding_window_view(x64, (3, 3), axis=(2, 3))
+    want_dw = np.einsum("noyx,ncyxij->ocij", dy64, cols)
+    want_dx = np.zeros_like(x64)
+    for i in range(3):
+        for j in range(3):
+            want_dx[:, :, i:i + hw, j:j + hw] += np.einsum("noyx,oc->ncyx", dy64, w64[:, :, i, j])
+    want = [want_dx.astype(np.float32), want_dw.astype(np.float32)]
+    return f"conv2d backward b{batch} {ci}->{co} {hw}x{hw} 3x3 (dX, dW)", [X, W, dY], [dX, dW], (x, w, dy), want
+
+
 def conv(batch=16, ci=32, co=64, hw=32):
     n, cin, cout, h, w = kd.sizes("n ci co h w")
     X = kd.placeholder((n, cin, h, w), name="X")
@@ -72,10 +105,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--only", default="gemm,conv")
+    ap.add_argument("--only", default="gemm,conv", help="gemm, dense, conv, conv_bwd")
     args = ap.parse_args()
     for key in args.only.split(","):
-        name, ins, outs, arrays, want = {"gemm": gemm, "conv": conv}[key]()
+        name, ins, outs, arrays, want = {"gemm": gemm, "dense": dense, "conv": conv, "conv_bwd": conv_bwd}[key]()
         with kd.settings.override(use_records=False):
             f = kd.build(ins, outs)
         runs = []
