@@ -334,3 +334,21 @@ def test_a_padded_convolution_whose_index_a_rewrite_simplified_is_not_entry_chec
     f = kd.build([x, w], [kd.nn.conv2d(x, w, padding=1)])
     out = f(np.ones((1, 1, 4, 4), "float32"), np.ones((2, 1, 3, 3), "float32"))
     assert out.shape == (1, 2, 4, 4) and out[0, 0, 0, 0] == 4 and out[0, 0, 1, 1] == 9
+
+
+def test_a_dropped_read_modulo_a_size_that_may_be_zero_is_still_checked():
+    """Found by the fuzzer (seed 941053): `True | (t[i % (n - 1)] > 0)` drops the read; its
+    entry check needs the index's range, and `i % (n - 1)` had none (n - 1 may be 0 or below,
+    where numpy gives 0), so nothing checked t (size n - 1 = 0) at n = 1."""
+    n = kd.size("n")
+    x = kd.placeholder((n,), "float32", name="x")
+    t = kd.compute((n - 1,), lambda i: x[i] * 2, name="t")
+    always = kd.cast(kd.const(-8, "int64"), "bool")
+    u = kd.compute((n,), lambda i: always | (t[i % (n - 1)] > 0), name="u")
+    f = kd.build([x], [t, u])
+    with pytest.raises(IndexError, match=r"t\[i % \(n - 1\)\]"):
+        f(np.ones(1, "float32"))
+    with pytest.raises(IndexError):
+        kd.evaluate([t, u], {x: np.ones(1, "float32")})
+    got_t, got_u = f(np.ones(5, "float32"))
+    np.testing.assert_array_equal(got_u, np.ones(5, bool))

@@ -351,7 +351,10 @@ def _iv_floordiv(e, ivs):
 
 
 def _iv_mod(e, ivs):
-    return (E.Const(0, "int64"), _max(e.b - 1, 0)) if nonneg(e.b) else None
+    if nonneg(e.b):
+        return E.Const(0, "int64"), _max(e.b - 1, 0)
+    b = ivs[1]  # a % b has b's sign and |a % b| < |b|; a % 0 is 0: within (min(b, 0), max(b, 0))
+    return None if b is None else (_min(b[0] + 1, 0), _max(b[1] - 1, 0))
 
 
 def _iv_extreme(f):
