@@ -352,3 +352,23 @@ def test_a_dropped_read_modulo_a_size_that_may_be_zero_is_still_checked():
         kd.evaluate([t, u], {x: np.ones(1, "float32")})
     got_t, got_u = f(np.ones(5, "float32"))
     np.testing.assert_array_equal(got_u, np.ones(5, bool))
+
+
+def test_a_reduction_nested_in_a_guarded_one_is_not_hoisted_out_of_the_guard():
+    """Found by the fuzzer (seed 951447): the inner sum does not depend on i, so it was hoisted to
+    the kernel's entry, out of the `where` branch that alone uses it; its where= read t[r + 1],
+    out of range at r = n - 1, then raised though the branch is never taken."""
+    n, m = kd.sizes("n m")
+    x = kd.placeholder((n,), "float32", name="x")
+    y = kd.placeholder((m,), "float32", name="y")
+    t = kd.compute((n,), lambda i: y[0] * 1, name="t")
+    r, q = kd.reduce_axis(n, name="r"), kd.reduce_axis(m, name="q")
+    u = kd.compute((n, m), lambda i, j: kd.where(
+        x[i] >= 7, kd.sum(kd.sum(x[r], axis=r, where=t[r + 1] > 1), axis=q), x[0]), name="u")
+    f = kd.build([x, y], [u])
+    a, b = np.array([1.5, 2.0, 4.0], "float32"), np.array([-2.0, 0.5], "float32")
+    np.testing.assert_array_equal(f(a, b), kd.evaluate([u], {x: a, y: b})[0])
+    with pytest.raises(IndexError, match=r"t\[r \+ 1\]"):  # where the branch is taken, it reads t[n]
+        f(np.array([1.5, 8.0, 4.0], "float32"), b)
+    with pytest.raises(IndexError):
+        kd.evaluate([u], {x: np.array([1.5, 8.0, 4.0], "float32"), y: b})

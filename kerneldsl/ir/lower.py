@@ -362,11 +362,14 @@ class _Context:
         inner_guarded = guarded or e.cond is not None
         # the condition first: its statements run before the `if`, so the body (inside it) may
         # reuse its accumulators, and what the body computes is guarded by it
-        cs, c = self.expr(e.cond, None, guarded, enclosing) if e.cond is not None else ([], None)
+        # a reduction nested in this one runs only where this one does (its guard) and, in the
+        # body, where the condition holds: hoisted, it must keep both
+        cs, c = self.expr(e.cond, guard, guarded, enclosing) if e.cond is not None else ([], None)
         if c is not None:
             self.scopes.append(next(self.scope_ids))  # the body's statements live inside the `if`
+        body_guard = c if guard is None else guard if c is None else guard & c
         try:
-            body_stmts, body = self.expr(e.body, c, inner_guarded, enclosing)
+            body_stmts, body = self.expr(e.body, body_guard, inner_guarded, enclosing)
         finally:
             if c is not None:
                 self.scopes.pop()
