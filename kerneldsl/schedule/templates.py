@@ -106,14 +106,20 @@ def _kc(target, dtype):
     return 2048 // FLOAT_BYTES[dtype]
 
 
-def _mc(target, dtype):
-    mr = _mr(target, dtype)
+def _mc_for(mr: int) -> int:
     return mr * max(1, 96 // mr)  # MC x KC of packed A: ~200 KiB, well inside L2 (512 KiB)
 
 
-def _nc(target, dtype):
-    nr = _nr(target, dtype)
+def _nc_for(nr: int) -> int:
     return nr * max(1, 4096 // nr)  # KC x NC of packed B: a few MiB of L3
+
+
+def _mc(target, dtype):
+    return _mc_for(_mr(target, dtype))
+
+
+def _nc(target, dtype):
+    return _nc_for(_nr(target, dtype))
 
 
 VECTOR_REGISTERS = {"avx512": 32, "avx2": 16, "generic": 16}
@@ -152,7 +158,7 @@ def fit_gemm_knobs(m, n, k, target, dtype: str) -> dict:
         mr = min((t[0] for t in tiles if t[1] == nr), key=lambda r: (-(-m // r) * r, -r))
     out = {}
     if (mr, nr) != (d_mr, d_nr):
-        out.update(mr=mr, nr=nr, mc=mr * max(1, 96 // mr), nc=nr * max(1, 4096 // nr))
+        out.update(mr=mr, nr=nr, mc=_mc_for(mr), nc=_nc_for(nr))
     if k and d_kc < k <= 2 * d_kc:
         out["kc"] = k
     return out

@@ -8,11 +8,13 @@ A point picks one value per dimension. The dimensions of a kernel depend on what
 
     C gemm          tile (mr, nr) that fits the vector registers, kc, mc, nc (as targets,
                     rounded to multiples of mr / nr), threads, parallel_min_work
-    C loops         parallel_min_work, simd_block (where a loop is both parallel and SIMD), and mutations of its default loop nest: split the innermost
-                    output loop (the inner part vectorized: the vector width), fuse the two outer
-                    output loops (which loop is parallel), no parallel loop, swap the two inner
-                    output loops, tile the two inner output loops (the tile unrolled), move the reductions outside the innermost output loop
-                    (decompose_reduction + reorder + vectorize: loop order), unroll short windows
+    C loops         parallel_min_work, simd_block (where a loop is both parallel and SIMD), and
+                    mutations of its default loop nest: split the innermost output loop (the
+                    inner part vectorized: the vector width), fuse the two outer output loops
+                    (which loop is parallel), no parallel loop, swap the two inner output loops,
+                    tile the two inner output loops (the tile unrolled), move the reductions
+                    outside the innermost output loop (decompose_reduction + reorder +
+                    vectorize: loop order), unroll short windows
     CUDA gemm       (bm, bn, bk, tm, tn) tiles that pass the template's checks, stages, max_blocks
     CUDA row_reduce row_threads, max_blocks;  CUDA grid_stride: threads_per_block, max_blocks, vectorize
 
