@@ -21,9 +21,15 @@ domain d = (i, r), adjoint a = dY[i] * W[r], index g = 2*i + r:
 
     dX[x] = sum(r, dY[(x - r) // 2] * W[r], where=(x - r) % 2 == 0 & 0 <= (x - r) // 2 < n_out)
 
+An index read from a tensor that is itself pure index arithmetic (`knp.arange`, a
+broadcast of one) is that arithmetic: `log_p[arange(n)[i], y[i]]` is solved as
+`log_p[i, y[i]]`, so i = x0 and no sum over the rows remains.
+
 An index that no axis can be solved from (a gather `idx[i]`, `i // m`, `i * n`
-with a symbolic n) stays an equation: `where=(g_k == x_k)`, its axes summed,
-which is the deterministic "scatter over the forward domain" fallback.
+with a symbolic n) stays an equation: `where=(g_k == x_k)`, its axes summed.
+Lowering runs a sum whose condition equates an output axis with such an index as
+a scatter over the forward domain (ir/scatter.py), so its work is the domain's
+size, not the domain times the adjoint's size.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 from ..ir import expr as E
 from ..ir.bounds import interval
 from ..ir.simplify import build_linear, linear
+from ..ir.tensor import ComputeOp
 from .exprs import conj, simp, subst
 
 
@@ -193,10 +200,26 @@ def solve(indices, domain: list, xs: tuple):
     return solution, unknown, guards
 
 
+def _index_arithmetic(op) -> bool:
+    """A compute op whose body reads nothing: a function of its own axes and the sizes."""
+    return isinstance(op, ComputeOp) and op.dtype in ("int32", "int64") and not any(
+        isinstance(n, (E.Load, E.Reduce)) for n in E.walk(op.body))
+
+
+def expand_index_ops(e: E.Expr) -> E.Expr:
+    """`e` with every read of an index-arithmetic op replaced by that arithmetic (arange(n)[i]
+    -> i), so that the solver sees the affine index it stands for."""
+    def rule(n):
+        if isinstance(n, E.Load) and _index_arithmetic(n.tensor):
+            return E.substitute(n.tensor.body, dict(zip(n.tensor.axes, n.indices)))
+        return None
+    return simp(E.transform(e, rule)) if any(isinstance(n, E.Load) for n in E.walk(e)) else e
+
+
 def contribution(load: E.Load, adj: E.Expr, guard: E.Expr | None, domain: list, xs: tuple,
                  dtype: str) -> E.Expr:
     """The term `load` adds to the adjoint of its tensor, as an expression of the axes `xs`."""
-    solution, free, guards = solve(load.indices, domain, xs)
+    solution, free, guards = solve(tuple(expand_index_ops(i) for i in load.indices), domain, xs)
     fresh = {a: E.index_var(a.name, a.extent, reduce=True) for a in free}
     mapping = {a: simp(subst(e, fresh)) for a, e in solution.items()}
     mapping.update(fresh)

@@ -31,6 +31,7 @@ from . import expr as E
 from .bounds import interval
 from .loops import (Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, exprs,
                     seq, stmt_lines, walk)
+from .scatter import scatter_form
 from .simplify import simplify
 from .tensor import ComputeOp, Placeholder, ShapeCheck, SizeCheck, Tensor, topo_order
 
@@ -180,13 +181,70 @@ class _Context:
         return code
 
     def lower_op(self, op: ComputeOp, fused: tuple = ()) -> Kernel:
-        self.names = NameScope()
+        form = scatter_form(op)
+        if form is not None:
+            return self.lower_scatter(op, form, fused)
+        axes = tuple(op.axes)
+        self.begin(op, axes)
+        stmts, value = self.expr(op.body, None, False, axes)
+        nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
+        return Kernel(self.bufs[op].name, op, self.loop_nest(axes, nest), tuple(fused),
+                      axis_vars=tuple(self.vars[a] for a in op.axes))
+
+    def loop_nest(self, axes: tuple, inner: Stmt, start: int = 0, stop: int | None = None) -> Stmt:
+        """`inner` inside the loops of axes[start:stop] (outermost first), each with what was
+        hoisted to just inside the loops around it."""
+        stop = len(axes) if stop is None else stop
+        for k in reversed(range(start, stop)):
+            a = axes[k]
+            inner = seq(*self.slots[axes[:k]], For(self.vars[a], a.extent, inner))
+        return inner
+
+    def lower_scatter(self, op: ComputeOp, form, fused: tuple) -> Kernel:
+        """A sum whose condition picks output points (ir/scatter.py): zero the output, then one
+        pass over the domain adds each term at the point picked, where it lies in range."""
+        out = self.bufs[op]
+        init_vars = tuple(E.Var(f"{a.name}_init", "int64") for a in op.axes)
+        init = Store(out, init_vars, E.Const(dt.cast_value(0, op.dtype), op.dtype))
+        for v, a in reversed(list(zip(init_vars, op.axes))):
+            init = For(v, a.extent, init)
+        axes = form.loop_axes
+        self.begin(op, axes, reserved=[v.name for v in init_vars])
+        for a in form.targets:
+            self.vars[a] = E.Var(self.names.fresh(a.name), "int64")
+            self.axis_of[self.vars[a]] = a
+        guard, steps = None, []  # each link is read only where the links before it hold
+        for a, e in form.chain:
+            stmts, le = self.expr(e, guard, guard is not None, axes)
+            if a is None:
+                cond = simplify(le)
+            else:
+                v = self.vars[a]
+                stmts = [*stmts, Declare(v, simplify(E.cast(le, "int64")))]
+                cond = simplify((v >= 0) & (v < a.extent))
+            steps.append((stmts, cond))
+            guard = cond if guard is None else guard & cond
+        stmts, value = self.expr(form.reduce.body, guard, True, axes)
+        idx = tuple(self.vars[a] for a in op.axes)
+        inner = seq(*self.slots[axes], *stmts, Store(out, idx, E.Load(out, idx, op.dtype) + E.cast(value, op.dtype)))
+        # the links run inside the loops they read, the rest of the domain inside them (the
+        # picked row is found once per t, not once per element of the row)
+        used = {x for st, cond in steps for n in (*st, cond) for x in _free_vars(n)}
+        depth = max((k + 1 for k, a in enumerate(axes) if self.vars[a] in used), default=0)
+        inner = self.loop_nest(axes, inner, start=depth)
+        for stmts, cond in reversed(steps):
+            inner = seq(*stmts, IfThenElse(cond, inner))
+        nest = self.loop_nest(axes, inner, stop=depth)
+        return Kernel(out.name, op, seq(init, nest), tuple(fused), axis_vars=init_vars)
+
+    def begin(self, op: ComputeOp, axes: tuple, reserved=()) -> None:
+        """Fresh lowering state for `op`, whose loops run over `axes` (outermost first)."""
+        self.names = NameScope(reserved)
         self.reduced: dict = {}
         self.acc_depth: dict = {}  # accumulator Var -> loop depth where it is declared
         self.op = op
-        self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in op.axes}
+        self.vars = {a: E.Var(self.names.fresh(a.name), "int64") for a in axes}
         self.axis_of = {v: a for a, v in self.vars.items()}
-        axes = tuple(op.axes)
         # statements hoisted to just inside the loops of a prefix of the enclosing axes
         self.slots: dict[tuple, list] = {axes[:k]: [] for k in range(len(axes) + 1)}
         # accumulators are reused only inside the scope that declares them: a reduction lowered
@@ -199,11 +257,6 @@ class _Context:
         self.skipped: list = []
         self.shadowed = shadowed(op)
         self.inline_accs: set = set()  # accumulators computed where they are used (not hoisted)
-        stmts, value = self.expr(op.body, None, False, axes)
-        nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
-        for k, a in reversed(list(enumerate(op.axes))):
-            nest = seq(*self.slots[axes[:k]], For(self.vars[a], a.extent, nest))
-        return Kernel(self.bufs[op].name, op, nest, tuple(fused), axis_vars=tuple(self.vars[a] for a in op.axes))
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
     def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
@@ -247,7 +300,11 @@ class _Context:
         """An index made safe: an entry check of its range when it is affine and always read,
         else a per-element check."""
         gather = any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix))
-        rng = None if gather or guarded else interval(ix)
+        rng = None if gather else interval(ix)
+        if guarded and rng is not None:  # read only where a guard holds: no entry check, unless the
+            if _provable((rng[0] >= 0) & (rng[1] < extent)):  # index is in range wherever it is read
+                return simplify(lix)
+            rng = None
         info = BoundsError(self.op.name, text, tensor, dim, extent, *(rng if rng is not None else (None, None)))
         if rng is None:
             self._checked_under_skip()
@@ -515,6 +572,17 @@ def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
         if isinstance(t, ComputeOp) and t not in still:
             kept += t.checks + shape_checks(t) + read_checks(t)
     return kept
+
+
+def _free_vars(n) -> set:
+    """The loop variables a statement or an expression reads."""
+    nodes = exprs(n) if isinstance(n, Stmt) else E.walk(n)
+    return {v for v in nodes if isinstance(v, E.Var)}
+
+
+def _provable(cond: E.Expr) -> bool:
+    c = simplify(cond)
+    return isinstance(c, E.Const) and bool(c.value)
 
 
 def _all_positive(axes):

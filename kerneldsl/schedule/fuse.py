@@ -28,6 +28,7 @@ from ..ir import expr as E
 from ..ir.simplify import simplify
 from ..ir.lower import element_checked, read_checks, reads, shape_checks
 from ..ir.printer import tensor_line
+from ..ir.scatter import scatter_form
 from ..ir.tensor import ComputeOp, map_graph, topo_order
 
 
@@ -189,8 +190,8 @@ def reads_everywhere(producer: ComputeOp, consumer: ComputeOp) -> bool:
 
 
 def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
-    if not isinstance(t, ComputeOp) or t in outputs:
-        return False
+    if not isinstance(t, ComputeOp) or t in outputs or scatter_form(t) is not None:
+        return False  # a scatter runs over its own domain (ir/scatter.py); inlined it would be a scan
     mine = users.get(t, ())
     if any(drops_checks(t, u) for u in mine):
         return False

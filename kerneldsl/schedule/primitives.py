@@ -209,10 +209,28 @@ def _check_parallel(body: Stmt, lp: For, reduction: bool = False) -> None:
     if bad:
         raise ScheduleError(f"parallel: loop {lp.var.name!r} is a reduction loop (its iterations update "
                             f"{bad[0].name}); use rfactor to parallelize a reduction")
+    for st in walk(lp.body):
+        if isinstance(st, Store) and st.indices and not any(lp.var in _direct_vars(ix) for ix in st.indices):
+            raise ScheduleError(f"parallel: iterations of loop {lp.var.name!r} may write the same element of "
+                                f"{st.buffer.name} (its index does not follow {lp.var.name!r}: a sum moved "
+                                f"outside its output loops, or a scatter); they would race")
     for other in loops(body):
         if other.kind == "parallel" and other is not lp and (lp in loops(other.body) or other in loops(lp.body)):
             raise ScheduleError(f"parallel: loop {lp.var.name!r} is nested with the parallel loop "
                                 f"{other.var.name!r}; only one level of parallelism is supported")
+
+
+def _direct_vars(e: E.Expr) -> set:
+    """The loop variables an index uses by arithmetic, not through a load (a gathered index may
+    repeat)."""
+    out, stack = set(), [e]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, E.Var):
+            out.add(n)
+        elif not isinstance(n, E.Load):
+            stack.extend(n.children())
+    return out
 
 
 def outer_updates(loop: For) -> list:
