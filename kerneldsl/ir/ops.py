@@ -281,6 +281,12 @@ def _f(name32: str, name64: str | None = None) -> dict:
     return {"float32": name32 + "({0})", "float64": (name64 or name32.removesuffix("f")) + "({0})"}
 
 
+def _safe(name: str) -> dict:
+    """A libm function through the C prelude's wrapper that keeps SIMD loops on glibc's vector
+    fast path (`kd_exp_f32`); CUDA calls its own `expf`."""
+    return {"float32": f"kd_{name}_f32({{0}})", "float64": f"kd_{name}_f64({{0}})"}
+
+
 def _kd(name: str, nargs: int, dtypes=("int32", "int64")) -> dict:
     """kerneldsl's own helpers of the prelude: `kd_floordiv_i64({0}, {1})`."""
     args = ", ".join(f"{{{k}}}" for k in range(nargs))
@@ -370,6 +376,15 @@ def _where(c, a, b):
     return E.select(c, a, b)
 
 
+def _maximum_derivative(a, out):
+    """Ties go to the first argument. Against a constant first argument (relu: maximum(0, v)) the
+    second's partial is read from the result, `out > c`, equal for every v but NaN (0 there): the
+    backward then reads the forward's output instead of recomputing v."""
+    if isinstance(a[0], E.Const):
+        return 0, _where(out > a[0], 1, 0)
+    return _where(a[0] >= a[1], 1, 0), _where(a[0] >= a[1], 0, 1)
+
+
 def _pow_derivative(a, out):
     return (a[1] * E.call("pow", a[0], a[1] - 1),
             _where(a[0] > 0, out * E.call("log", _where(a[0] > 0, a[0], 1)), 0))
@@ -443,17 +458,19 @@ _ROWS = [
     _bitwise("or", "|", 2, np.bitwise_or),
     _bitwise("xor", "^", 2.5, np.bitwise_xor),
     # --- intrinsics (kd.exp, ...)
-    _intrinsic("exp", 1, _float_rule, np.exp, _f("expf"), lambda a, out: (out,)),
-    _intrinsic("log", 1, _float_rule, np.log, _f("logf"), lambda a, out: (1 / a[0],)),
-    _intrinsic("log1p", 1, _float_rule, np.log1p, _f("log1pf"), lambda a, out: (1 / (a[0] + 1),)),
-    _intrinsic("expm1", 1, _float_rule, np.expm1, _f("expm1f"), lambda a, out: (out + 1,)),
+    _intrinsic("exp", 1, _float_rule, np.exp, _safe("exp"), lambda a, out: (out,), cuda=_f("expf")),
+    _intrinsic("log", 1, _float_rule, np.log, _safe("log"), lambda a, out: (1 / a[0],), cuda=_f("logf")),
+    _intrinsic("log1p", 1, _float_rule, np.log1p, _safe("log1p"), lambda a, out: (1 / (a[0] + 1),),
+               cuda=_f("log1pf")),
+    _intrinsic("expm1", 1, _float_rule, np.expm1, _safe("expm1"), lambda a, out: (out + 1,),
+               cuda=_f("expm1f")),
     _intrinsic("tanh", 1, _float_rule, np.tanh, _f("tanhf"), lambda a, out: (1 - out * out,)),
     _intrinsic("sigmoid", 1, _float_rule, _sigmoid_np, _kd("sigmoid", 1, ("float32", "float64")),
                lambda a, out: (out * (1 - out),)),
     _intrinsic("erf", 1, _float_rule, _erf_np, _f("erff"),
                lambda a, out: (E.call("exp", -(a[0] * a[0])) * (2 / math.sqrt(math.pi)),)),
-    _intrinsic("erfc", 1, _float_rule, _erfc_np, _f("erfcf"),
-               lambda a, out: (E.call("exp", -(a[0] * a[0])) * (-2 / math.sqrt(math.pi)),)),
+    _intrinsic("erfc", 1, _float_rule, _erfc_np, _safe("erfc"),
+               lambda a, out: (E.call("exp", -(a[0] * a[0])) * (-2 / math.sqrt(math.pi)),), cuda=_f("erfcf")),
     # log(1 + exp(x)) without overflow: x + log1p(exp(-x)) for x > 0
     _intrinsic("softplus", 1, _float_rule, lambda x: np.logaddexp(np.zeros((), x.dtype), x).astype(x.dtype),
                _kd("softplus", 1, ("float32", "float64")), lambda a, out: (E.call("sigmoid", a[0]),)),
@@ -481,8 +498,7 @@ _ROWS = [
                lambda a, out: (_where(a[0] <= a[1], 1, 0), _where(a[0] <= a[1], 0, 1)),
                py="min({0}, {1})", interval=_iv_extreme(_min)),
     _intrinsic("maximum", 2, _same_rule, np.maximum,
-               {**_kd("max", 2, tuple(_SUFFIX)), "bool": "({0} || {1})"},
-               lambda a, out: (_where(a[0] >= a[1], 1, 0), _where(a[0] >= a[1], 0, 1)),
+               {**_kd("max", 2, tuple(_SUFFIX)), "bool": "({0} || {1})"}, _maximum_derivative,
                py="max({0}, {1})", interval=_iv_extreme(_max)),
     # identity forward, no gradient: e.g. the max subtracted in a stable log-softmax, whose gradient
     # contribution cancels exactly (as jax.lax.stop_gradient in jax.nn.log_softmax)

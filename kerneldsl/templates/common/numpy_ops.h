@@ -51,17 +51,21 @@ KD_FN T kd_floordiv_##S(T a, T b)                                               
 KD_FN T kd_min_##S(T a, T b) { return (a != a || a < b) ? a : b; }                    \
 KD_FN T kd_max_##S(T a, T b) { return (a != a || a > b) ? a : b; }                    \
 KD_FN T kd_softplus_##S(T x)                                                          \
-{                                                                                     \
-    return x > 0 ? x + log1p##F(exp##F(-x)) : log1p##F(exp##F(x));                      \
+{   /* branch-free: x + log1p(exp(-x)) for x > 0, log1p(exp(x)) otherwise */          \
+    T l = kd_log1p_##S(kd_exp_##S(-fabs##F(x)));                                      \
+    T pos = x + l;                                                                    \
+    return x > 0 ? pos : l;                                                           \
 }                                                                                     \
 KD_FN T kd_sigmoid_##S(T x)                                                           \
 {                                                                                     \
-    T e = exp##F(-fabs##F(x)), r = 1 / (1 + e); /* branch-free: it vectorizes */      \
-    return x >= 0 ? r : e * r;                                                        \
+    T e = kd_exp_##S(-fabs##F(x)), r = 1 / (1 + e); /* branch-free: it vectorizes */  \
+    T neg = e * r;                                                                    \
+    return x >= 0 ? r : neg;                                                          \
 }                                                                                     \
 KD_FN T kd_log1mexp_##S(T x) /* log(1 - exp(x)), x <= 0 */                            \
 {                                                                                     \
-    return x > (T)-0.6931471805599453 ? log##F(-expm1##F(x)) : log1p##F(-exp##F(x));  \
+    T near0 = kd_log_##S(-kd_expm1_##S(x)), far = kd_log1p_##S(-kd_exp_##S(x));       \
+    return x > (T)-0.6931471805599453 ? near0 : far;                                  \
 }                                                                                     \
 KD_FN T kd_sqr_##S(T x) { return x * x; }
 

@@ -17,6 +17,16 @@ KD_FN int64_t kd_chk(int64_t i, int64_t n, int code, int64_t *report)
     return i;
 }
 
+/* The C prelude's SIMD-safe wrappers: the GPU's own functions have no scalar fallback. */
+#define kd_exp_f32 expf
+#define kd_exp_f64 exp
+#define kd_expm1_f32 expm1f
+#define kd_expm1_f64 expm1
+#define kd_log_f32 logf
+#define kd_log_f64 log
+#define kd_log1p_f32 log1pf
+#define kd_log1p_f64 log1p
+
 {% include "common/numpy_ops.h" %}
 
 /* Combiners of the block-wide row reduction (sum, max, min), NaN-propagating like numpy. */
