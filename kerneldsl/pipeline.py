@@ -29,7 +29,7 @@ from .shapes import check_bindable
 from .target import Target
 
 log = logging.getLogger("kerneldsl")
-PASSES = ("rewrite", "fuse", "lower", "schedule", "render", "compile", "load")
+PASSES = ("unify_sizes", "rewrite", "fuse", "lower", "schedule", "render", "compile", "load")
 
 
 _ours: dict = {}  # the level and handler KERNELDSL_DEBUG made us set, undone when it is unset

@@ -16,6 +16,7 @@ from kerneldsl.ir.tensor import ComputeOp, map_graph, topo_order
 n = kd.size("n")
 X = kd.placeholder((n,), "float32", name="x")
 K = kd.placeholder((n,), "int64", name="k")
+R = kd.reduce_axis(n, "r")
 B = kd.placeholder((n,), "bool", name="b")
 
 
@@ -57,6 +58,8 @@ CASES = {
     "double_invert": lambda i: ~~K[i],
     "select_const": lambda i: kd.where(E.const(True), X[i], 2 * X[i]),
     "select_same": lambda i: kd.where(B[i], X[i], X[i]),
+    "reduce_where_true": lambda i: X[i] + kd.sum(X[R], axis=R, where=E.const(True)),
+    "axis_in_range": lambda i: kd.where((i < n) & (i >= 0), X[i], -X[i]),
     "divmod_const": lambda i: (2 * i + 3) // 2 + (4 * K[i] - 3) % 2 + (6 * i + 4 * n) // 2,
     "compare_linear": lambda i: kd.where(i + 2 > i + 1, X[i], -X[i]),
     "linear": lambda i: 2 * i + K[i] - i - (3 * (n - 1) - 3 * n),

@@ -135,6 +135,10 @@ class Pat:
         return _Node(E.Binary, op, src, name, dtype, commutative)
 
     @staticmethod
+    def reduce(name: str | None = None, dtype=None) -> Pat:
+        return _Node(E.Reduce, None, None, name, dtype)
+
+    @staticmethod
     def call(fn=None, *args: Pat, name: str | None = None, dtype=None) -> Pat:
         return _Node(E.Call, fn, args or None, name, dtype)
 

@@ -36,7 +36,7 @@ from .rewrite import Pat, Rule, RuleSet, rewrite
 from .simplify import FOLD, IDENTITIES, INDEX
 from .specialize import SPECIALIZE as SPECIALIZE_RULES
 from .stabilize import CROSSENTROPY, STABILITY
-from .tensor import ComputeOp, Placeholder, map_graph, topo_order
+from .tensor import ComputeOp, Placeholder, RangeCheck, map_graph, topo_order
 
 
 def _finite_only(rule: Rule) -> Rule:
@@ -95,6 +95,12 @@ def _key(op: ComputeOp, body: E.Expr):
     return E.canonical(E.substitute(body, axes)), tuple(op.shape), op.dtype
 
 
+def _check_key(c):
+    """A range check is the check of one read of one op (its condition may be spelled with sizes
+    that another copy of the op has unified); other checks are their conditions."""
+    return ("read", c.op, c.load, c.tensor, c.dim) if isinstance(c, RangeCheck) else c
+
+
 def cse(outputs, counts: collections.Counter | None = None) -> tuple:
     """Ops that compute the same values merged (producers first, so consumers of merged ops
     become equal in turn): each reads the first of its kind. An output is never merged away,
@@ -105,7 +111,8 @@ def cse(outputs, counts: collections.Counter | None = None) -> tuple:
     def fn(op, body):
         key = _key(op, body)
         first = seen.get(key)
-        if first is not None and op not in outs and set(op.checks) <= set(first.checks):
+        if first is not None and op not in outs and {_check_key(c) for c in op.checks} <= {
+                _check_key(c) for c in first.checks}:
             if counts is not None:
                 counts["cse"] += 1
             return first

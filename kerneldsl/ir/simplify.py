@@ -110,6 +110,8 @@ IDENTITIES = RuleSet("identities", [
     Rule("double_invert", Pat.unary("invert", Pat.unary("invert", x)), _x),
     Rule("select_const", Pat.select(Pat.const(name="c"), Pat.var("a"), Pat.var("b")), _select_const),
     Rule("select_same", Pat.select(Pat.any(), x, x), _x),
+    Rule("reduce_where_true", Pat.reduce(name="n"), lambda n: E.Reduce(n.combiner, n.axes, n.body, None, n.dtype),
+         guard=lambda n: isinstance(n.cond, E.Const) and n.cond.value is True),
 ])
 del x, y
 
@@ -217,6 +219,16 @@ def _compare(n: E.Binary, a: E.Expr, b: E.Expr):
     return None
 
 
+def _axis_in_range(n: E.Binary, a: E.Expr, b: E.Expr):
+    """An axis against its own extent or 0: `i < extent` and `i >= 0` hold for every point (the
+    guard a gradient keeps when it could not tell two equal sizes apart)."""
+    if isinstance(a, E.IndexVar) and b is a.extent and n.op in ("lt", "ge"):
+        return E.Const(n.op == "lt", "bool")
+    if isinstance(a, E.IndexVar) and isinstance(b, E.Const) and b.value == 0 and n.op in ("ge", "lt"):
+        return E.Const(n.op == "ge", "bool")
+    return None
+
+
 def _normalise(n: E.Expr):
     return build_linear(_join_divmod(linear(n)))
 
@@ -242,6 +254,8 @@ INDEX = RuleSet("index", [
          _divmod, guard=lambda n, a, c: c.value > 0),
     Rule("compare_linear", Pat.binary(tuple(_DECIDE), Pat.var("a", dtype="int64"), Pat.var("b"), name="n"),
          _compare),
+    Rule("axis_in_range", Pat.binary(("lt", "ge"), Pat.var("a", dtype="int64"), Pat.var("b"), name="n"),
+         _axis_in_range),
     Rule("linear",
          Pat.binary(("add", "sub", "mul"), dtype="int64", name="n")
          | Pat.unary("neg", dtype="int64", name="n"),

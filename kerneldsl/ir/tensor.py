@@ -215,10 +215,38 @@ def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, di
     return tuple(new.get(t, t) for t in outputs), new
 
 
-def substitute_sizes(outputs, sizes: dict, replaced: dict | None = None) -> tuple:
+def unify_sizes(outputs, inputs) -> tuple:
+    """The graph with every size that a check equates with another (`x_1 == b_0`: the two
+    operands of a broadcast, a matmul's inner sizes) spelled as one of them, the one of the
+    earliest input, in the compute ops; the inputs keep their own sizes, and the check stays as
+    written, so a call whose sizes differ still fails before any kernel runs. Then the gradient of
+    `x + b`'s b (axes over b_0, reading dx over x_1) needs no `i < x_1` guard."""
+    parent: dict = {}
+
+    def find(v):
+        while parent.get(v, v) is not v:
+            v = parent[v]
+        return v
+    order = {v: k for k, v in enumerate(v for p in inputs for d in p.shape for v in E.walk(d)
+                                        if isinstance(v, E.SizeVar))}
+    kept = set()
+    for t in topo_order(outputs):
+        for c in getattr(t, "checks", ()):
+            if isinstance(c, SizeCheck) and isinstance(c.cond, E.Binary) and c.cond.op == "eq" and all(
+                    isinstance(x, E.SizeVar) and x in order for x in (c.cond.a, c.cond.b)):
+                a, b = sorted((find(c.cond.a), find(c.cond.b)), key=order.get)
+                if a is not b:
+                    parent[b] = a
+                kept.add(c)
+    sizes = {v: find(v) for v in parent}
+    return substitute_sizes(outputs, sizes, keep=kept) if sizes else tuple(outputs)
+
+
+def substitute_sizes(outputs, sizes: dict, replaced: dict | None = None, keep=frozenset()) -> tuple:
     """The graph of `outputs` with the SizeVars of `sizes` (SizeVar -> size expression) replaced
-    everywhere: shapes, axis extents (output and reduction axes alike), bodies and checks; and
-    the tensors of `replaced` (old -> new) read instead. Returns the new outputs in order."""
+    everywhere: shapes, axis extents (output and reduction axes alike), bodies and checks (but the
+    checks in `keep`); and the tensors of `replaced` (old -> new) read instead. Returns the new
+    outputs in order."""
     if not sizes:
         return map_graph(tuple(outputs), replaced=replaced)[0]
     axes: dict = {}
@@ -245,6 +273,8 @@ def substitute_sizes(outputs, sizes: dict, replaced: dict | None = None) -> tupl
         return new
 
     def check(c):
+        if c in keep:
+            return c
         return type(c)(**{f: sub(v) if isinstance(v, E.Expr) else
                           tuple(sub(x) if isinstance(x, E.Expr) else x for x in v) if isinstance(v, tuple) else v
                           for f, v in vars(c).items()})
@@ -254,7 +284,7 @@ def substitute_sizes(outputs, sizes: dict, replaced: dict | None = None) -> tupl
         if t in new:
             continue
         if isinstance(t, Placeholder):
-            if any(n in sizes for s in t.shape for n in E.walk(s)):
+            if not keep and any(n in sizes for s in t.shape for n in E.walk(s)):
                 raise ValueError(f"{t.name}: an input whose sizes are replaced must be replaced too")
             continue
 

@@ -48,8 +48,10 @@ def _at(t: Tensor, ax: tuple, axis: int):
 # --- activations ---------------------------------------------------------------------------------
 
 def relu(x):
-    """max(x, 0); its gradient at 0 is 0."""
-    return knp.elementwise(lambda v: L.where(v > 0, v, 0), x, name="relu")
+    """max(0, x): NaN stays NaN (numpy's maximum, torch.relu); its gradient at 0 is 0, and it is
+    read from the output (`y > 0`), so a backward never recomputes what the relu was applied to
+    (a convolution). As a maximum it is also an epilogue a contraction absorbs."""
+    return knp.elementwise(lambda v: L.maximum(E.const(0, v.dtype), v), x, name="relu")
 
 
 def leaky_relu(x, alpha: float = 0.01):
@@ -158,7 +160,8 @@ def layer_norm(x, gamma=None, beta=None, axis: int = -1, eps: float = 1e-5):
         if beta is not None:
             y = y + _param(beta, ax, axis)
         return y
-    return knp.array_op(x.shape, body, "layer_norm", tag="layer_norm")
+    return knp.array_op(x.shape, body, "layer_norm", _param_checks(x, axis, gamma, beta, what="layer_norm"),
+                        tag="layer_norm")
 
 
 def _param(p, ax, axis):
@@ -168,6 +171,19 @@ def _param(p, ax, axis):
     if p.ndim != 1:
         raise ShapeError(f"a normalisation parameter is a vector along the normalised axis, got {p.ndim} dimensions")
     return p[ax[axis]]
+
+
+def _param_checks(x, axis: int, *params, what: str) -> list:
+    """A parameter vector's length must be the normalised axis's: a longer one would be read in
+    part, silently."""
+    out = []
+    for p in params:
+        if p is None or isinstance(p, (int, float)):
+            continue
+        p = knp.asarray(p)
+        if p.ndim == 1 and p.shape[0] is not x.shape[axis]:
+            out.append(knp.size_check(x.name, axis, x.shape[axis], p.name, 0, p.shape[0], what))
+    return out
 
 
 def batch_norm(x, gamma=None, beta=None, mean=None, var=None, axes=None, eps: float = 1e-4):
@@ -194,7 +210,8 @@ def batch_norm(x, gamma=None, beta=None, mean=None, var=None, axes=None, eps: fl
         if beta is not None:
             y = y + _param(beta, ax, c)
         return y
-    return knp.array_op(x.shape, body, "batch_norm", tag="batch_norm")
+    checks = _param_checks(x, c, gamma, beta, mean, var, what="batch_norm")
+    return knp.array_op(x.shape, body, "batch_norm", checks, tag="batch_norm")
 
 
 # --- dropout ---------------------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ def is_injective(op: ComputeOp) -> bool:
     return not any(isinstance(n, E.Reduce) for n in E.walk(op.body))
 
 
+def is_view(op: ComputeOp) -> bool:
+    """The op reads one element of one tensor at an index of plain arithmetic (a copy, a
+    transpose, a broadcast, a reshape): inlined into each of several consumers it costs a load
+    there, where storing it costs a pass over memory (a gradient seed `dY_copy[i] = dY[i]` read by
+    three backward kernels)."""
+    body = op.body.x if isinstance(op.body, E.Cast) else op.body
+    return isinstance(body, E.Load) and not any(isinstance(n, (E.Load, E.Reduce)) for ix in body.indices
+                                                 for n in E.walk(ix))
+
+
 def same_point_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     """The consumer reads the producer only at its own output point, outside any reduction:
     inlining then computes each producer point exactly once (a reduction's epilogue)."""
@@ -198,7 +208,8 @@ def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if element_checked(t) and not all(reads_everywhere(t, u) for u in mine):
         return False  # its per-element checks would run only where the consumer reads it
     if is_injective(t):
-        return t.name in force_names or (enabled and (len(mine) == 1 or row_local(t, mine, users, outputs)))
+        return t.name in force_names or (enabled and (len(mine) == 1 or is_view(t)
+                                                      or row_local(t, mine, users, outputs)))
     if enabled and row_reductions_only(t) and all(row_use(t, u) for u in mine) and (
             len(mine) == 1 or row_local(t, mine, users, outputs)):
         return True  # softmax's exp(x - max(x)) read in its row by the sum and by the division

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from ..errors import ScheduleError
 from ..ir.lower import Kernel, Module, lower
 from ..ir.rules import rewrite_graph as graph_rewrites
-from ..ir.tensor import ComputeOp, Placeholder, Tensor, topo_order
+from ..ir.tensor import ComputeOp, Placeholder, Tensor, topo_order, unify_sizes
 from ..target import Target
 from . import primitives as P
 from .config import Config, Trace
@@ -60,7 +60,8 @@ def front(outputs, inputs, fuse: bool, inline=(), run=_call) -> Module:
     in `inline` inlined), every kernel its plain loop nest. `run(name, fn, *args)` runs each
     pass (the pipeline's logs them)."""
     counts = collections.Counter()
-    graph = run("rewrite", rewrite_graph, tuple(outputs), counts)
+    graph = run("unify_sizes", unify_sizes, tuple(outputs), tuple(inputs))
+    graph = run("rewrite", rewrite_graph, graph, counts)
     fused = run("fuse", fuse_graph, graph, fuse, tuple(inline))
     module = run("lower", lower, list(inputs), list(fused.outputs), fused.fused)
     return replace(module, rewrites=dict(counts))

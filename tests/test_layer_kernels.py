@@ -1,0 +1,108 @@
+"""What a training layer's forward and backward become: no copy kernels, bias and gamma gradients as
+vectorized column sums (sizes that a check equates are one size), parameters of the wrong length
+refused, and the values still the reference's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_same, rng
+
+import kerneldsl as kd
+import kerneldsl.numpy as knp
+
+
+def _layer_norm_step():
+    x, g, b = kd.matrix("x"), kd.vector("g"), kd.vector("b")
+    y = kd.nn.layer_norm(x, g, b)
+    dy = kd.placeholder(y.shape, name="dy")
+    grads = kd.grad(knp.sum(y * dy), [x, g, b])
+    return [x, g, b, dy], [y, *grads]
+
+
+def test_layer_norm_backward_matches_the_reference():
+    ins, outs = _layer_norm_step()
+    f = kd.build(ins, outs)
+    r = rng()
+    feed = [r.standard_normal((9, 13)).astype(np.float32), r.standard_normal(13).astype(np.float32),
+            r.standard_normal(13).astype(np.float32), r.standard_normal((9, 13)).astype(np.float32)]
+    got = f(*feed)
+    want = kd.evaluate(outs, dict(zip(ins, feed)))
+    for g, w, what in zip(got, want, ("y", "dx", "dg", "db")):
+        assert_same(g, w, rtol=2e-4, atol=2e-5, what=what)
+
+
+def test_a_gradient_seed_is_read_in_place_not_copied():
+    ins, outs = _layer_norm_step()
+    m = kd.build(ins, outs).module
+    copies = [k.name for k in m.kernels if isinstance(k.op.body, kd.ir.expr.Load)]
+    assert not copies, copies
+
+
+def test_bias_and_gamma_gradients_are_unguarded_vectorized_column_sums():
+    ins, outs = _layer_norm_step()
+    m = kd.build(ins, outs).module
+    for k in m.kernels:
+        if k.name in ("dg", "db"):
+            text = str(k)
+            assert "if " not in text and "# vectorized" in text, text
+
+
+def test_a_bias_gradient_of_a_broadcast_add_needs_no_guard():
+    x, b = kd.matrix("x"), kd.vector("b")
+    y = kd.nn.gelu(x + b)
+    dy = kd.placeholder(y.shape, name="dy")
+    _, gb = kd.grad(knp.sum(y * dy), [x, b])
+    f = kd.build([x, b, dy], [gb])
+    assert "if " not in str(f.module.kernels[-1])
+    r = rng(1)
+    xa, ba, da = (r.standard_normal((6, 5)).astype(np.float32), r.standard_normal(5).astype(np.float32),
+                  r.standard_normal((6, 5)).astype(np.float32))
+    (want,) = kd.evaluate([gb], {x: xa, b: ba, dy: da})
+    assert_same(f(xa, ba, da), want, rtol=1e-5, atol=1e-6, what="db")
+    with pytest.raises(kd.ShapeError):  # the sizes are still checked equal before any kernel runs
+        f(xa, np.zeros(6, np.float32), da)
+
+
+@pytest.mark.parametrize("which", ["gamma", "beta"])
+def test_a_normalisation_parameter_of_the_wrong_length_is_refused(which):
+    x, p = kd.matrix("x"), kd.vector("p")
+    y = kd.nn.layer_norm(x, **{which: p})
+    f = kd.function([x, p], y)
+    f(np.ones((2, 4), np.float32), np.ones(4, np.float32))
+    with pytest.raises(kd.ShapeError, match="layer_norm"):
+        f(np.ones((2, 4), np.float32), np.ones(5, np.float32))  # longer: it would be read in part
+
+
+def test_a_batch_norm_parameter_of_the_wrong_length_is_refused():
+    x, g = kd.tensor4("x"), kd.vector("g")
+    f = kd.function([x, g], kd.nn.batch_norm(x, g))
+    f(np.ones((2, 3, 2, 2), np.float32), np.ones(3, np.float32))
+    with pytest.raises(kd.ShapeError, match="batch_norm"):
+        f(np.ones((2, 3, 2, 2), np.float32), np.ones(4, np.float32))
+
+
+def test_relu_keeps_nan_and_its_gradient_at_zero_is_zero():
+    x = kd.vector("x")
+    y = kd.nn.relu(x)
+    (g,) = kd.grad(knp.sum(y), [x])
+    f = kd.function([x], [y, g])
+    got_y, got_g = f(np.array([np.nan, -1.0, 0.0, 2.0], np.float32))
+    np.testing.assert_array_equal(got_y, [np.nan, 0.0, 0.0, 2.0])
+    np.testing.assert_array_equal(got_g[1:], [0.0, 0.0, 1.0])
+
+
+def test_a_conv_relu_backward_reads_the_forward_output_instead_of_recomputing_the_conv():
+    x, w, b = kd.tensor4("x"), kd.tensor4("w"), kd.vector("b")
+    y = kd.nn.relu(kd.nn.conv2d(x, w, bias=b))
+    dy = kd.placeholder(y.shape, name="dy")
+    grads = kd.grad(knp.sum(y * dy), [x, w, b])
+    f = kd.build([x, w, b, dy], [y, *grads])
+    gemms = [k.name for k in f.module.kernels if k.template == "gemm"]
+    assert len(gemms) == 3, gemms  # the forward, dx and dw: the relu mask reads y
+    r = rng(2)
+    feed = [r.standard_normal((2, 3, 6, 6)).astype(np.float32), r.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            r.standard_normal(4).astype(np.float32), r.standard_normal((2, 4, 4, 4)).astype(np.float32)]
+    want = kd.evaluate([y, *grads], dict(zip([x, w, b, dy], feed)))
+    for got, ref, what in zip(f(*feed), want, ("y", "dx", "dw", "db")):
+        assert_same(got, ref, rtol=1e-4, atol=1e-5, what=what)
