@@ -788,7 +788,9 @@ def getitem(x: Tensor, index) -> Tensor:
                 arr, xd = info
                 adv = ax[adv_at:adv_at + nadv] if contiguous else ax[:nadv]
                 j = E.cast(_read(arr, tuple(adv)), "int64")
-                idx[xd] = L.where(j < 0, j + x.shape[xd], j) if _maybe_negative(arr) else j
+                # negative indices wrap as numpy's; the select picks a size, not a read, so a SIMD
+                # loop runs it without a branch
+                idx[xd] = j + L.where(j < 0, x.shape[xd], 0) if _maybe_negative(arr) else j
         return x[tuple(idx)] if idx else x[()]
     return array_op(out_shape, body, "getitem", adv_checks, tag="getitem")
 

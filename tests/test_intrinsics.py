@@ -32,7 +32,7 @@ INTRINSICS = {
     "sigmoid": (kd.sigmoid, _sigmoid, 3),
     "softplus": (kd.softplus, lambda x: np.logaddexp(0.0, x), 3),
     "erf": (kd.erf, lambda x: _erf(x).astype(np.float64), 4),
-    "erfc": (kd.erfc, lambda x: _erfc(x).astype(np.float64), 1),
+    "erfc": (kd.erfc, lambda x: _erfc(x).astype(np.float64), 4),
     "sqrt": (kd.sqrt, np.sqrt, 1),
     "sin": (kd.sin, np.sin, 4),
     "cos": (kd.cos, np.cos, 4),

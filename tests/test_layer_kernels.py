@@ -106,3 +106,46 @@ def test_a_conv_relu_backward_reads_the_forward_output_instead_of_recomputing_th
     want = kd.evaluate([y, *grads], dict(zip([x, w, b, dy], feed)))
     for got, ref, what in zip(f(*feed), want, ("y", "dx", "dw", "db")):
         assert_same(got, ref, rtol=1e-4, atol=1e-5, what=what)
+
+
+def _chain(n: int):
+    """n elementwise ops, each using its input twice, with a mean subtracted every 10th."""
+    x = kd.vector("x")
+    e = x
+    for k in range(n):
+        e = knp.tanh(e) * 0.5 + e if k % 3 else e * 1.01 + 0.1
+        if k % 10 == 9:
+            e = e - e.mean()
+    return x, e
+
+
+def test_source_size_grows_linearly_with_the_graph():
+    sizes = {}
+    for n in (20, 80):
+        x, e = _chain(n)
+        f = kd.build([x], [e])
+        sizes[n] = len(f.source if isinstance(f.source, str) else str(f.source)) + len(str(f.module))
+    assert sizes[80] < 6 * sizes[20], sizes  # 4x the ops; a path-by-path expansion doubles every 3
+
+
+def test_a_long_shared_chain_computes_what_the_reference_does():
+    x, e = _chain(23)
+    f = kd.build([x], [e])
+    a = rng(4).standard_normal(37).astype(np.float32)
+    (want,) = kd.evaluate([e], {x: a})
+    assert_same(f(a), want, rtol=1e-4, atol=1e-5, what="chain")
+
+
+def test_a_select_of_computed_values_runs_as_simd_lanes():
+    """C's `c ? a : b` evaluates one side only, so with trapping math GCC does not vectorize a
+    select whose side divides; both sides are computed, then one is picked."""
+    x, y = kd.matrix("x"), kd.ivector("y")
+    loss = -knp.mean(knp.log(kd.nn.softmax(x))[knp.arange(x.shape[0]), y])
+    (g,) = kd.grad(loss, [x])
+    f = kd.build([x, y], [g])
+    src = f.source if isinstance(f.source, str) else str(f.source)
+    assert "kd_select_f32(" in src
+    a = rng(5).standard_normal((6, 9)).astype(np.float32)
+    labels = np.array([0, 8, 3, 3, -1, 5], np.int32)  # -1: numpy's wrap-around
+    (want,) = kd.evaluate([g], {x: a, y: labels})
+    assert_same(f(a, labels), want, rtol=1e-5, atol=1e-7, what="dx")

@@ -6,7 +6,8 @@ is smooth on the reduced range the C code uses:
   exp    (exp(r) - 1 - r) / r^2                   on |r| <= ln2 / 2    (after x = n ln2 + r)
   log    (log(1 + f) - f + f^2 / 2) / f^3         on f in [sqrt(1/2) - 1, sqrt(2) - 1]
   expm1  (expm1(x) - x - x^2 / 2) / x^3           on |x| <= 1/2
-  erfc   (1 + 2a) exp(a^2) erfc(a) in q = (a - 2) / (a + 2), a in [0, 10.1] (evaluated in double)
+  erfc   (1 + 2a) exp(a^2) erfc(a) in q = (a - 2) / (a + 2), a in [0, 10.1]
+  erf    erf(x) / x in t = x^2 on [0, 1/4]: erfc = 1 - erf for |x| <= 1/2, where P(q) cancels
 The max relative error of each fit is printed beside it; tests/test_intrinsics.py measures the
 ULP error of the C functions themselves.
 """
@@ -51,6 +52,8 @@ def main() -> None:
         a = 2 * (1 + mp.mpf(q)) / (1 - mp.mpf(q))
         return (1 + 2 * a) * mp.exp(a * a) * mp.erfc(a)
     fit("erfc", erfc_part, -1.0, (a_max - 2) / (a_max + 2), 12, n=3000)
+    fit("erf", _g(lambda t: mp.erf(mp.sqrt(t)) / mp.sqrt(t), lambda t: 2 / mp.sqrt(mp.pi) * (1 - t / 3)),
+        0.0, 0.25, 4)
 
 
 if __name__ == "__main__":

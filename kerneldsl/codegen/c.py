@@ -104,6 +104,10 @@ class CPrinter:
     _Unary = _Binary = _Call = _op
 
     def _Select(self, e):
+        if e.dtype in ("float32", "float64") and not any(_reads(x) for x in (e.a, e.b)):
+            # both values computed, then one picked: C's `c ? a : b` evaluates only one, so GCC
+            # will not vectorize a select whose value may trap (a division), trapping math on
+            return f"kd_select_{_SUFFIX[e.dtype]}({self.expr(e.cond)}, {self.expr(e.a)}, {self.expr(e.b)})"
         return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
 
     def _Checked(self, e):
@@ -213,6 +217,11 @@ class CPrinter:
                 out += [f"{indent}}} else {{", *self.stmt(s.otherwise, indent + "    ")]
             return out + [f"{indent}}}"]
         raise TypeError(f"C codegen: unknown statement {type(s).__name__}")
+
+
+def _reads(e: E.Expr) -> bool:
+    """Whether evaluating `e` reads memory (a load may be out of range where its guard fails)."""
+    return any(isinstance(n, (E.Load, Checked)) for n in E.walk(e))
 
 
 def _local_strides(buf: Buffer) -> tuple[str, ...]:

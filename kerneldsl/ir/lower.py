@@ -33,7 +33,7 @@ from .loops import (Assert, Assign, Buffer, Checked, Declare, For, IfThenElse, N
                     seq, stmt_lines, walk)
 from .scatter import scatter_form
 from .simplify import simplify
-from .tensor import ComputeOp, Placeholder, ShapeCheck, SizeCheck, Tensor, topo_order
+from .tensor import ComputeOp, Placeholder, ShapeCheck, SizeCheck, Tensor, equal_sizes, topo_order
 
 
 
@@ -152,7 +152,7 @@ def lower(inputs, outputs, fused: dict | None = None) -> Module:
             bufs[t] = Buffer(names.fresh(t.name), t.dtype, t.shape, role)
     from ..shapes import size_vars_of
     sizes = tuple(size_vars_of(inputs))
-    ctx = _Context(bufs)
+    ctx = _Context(bufs, equal_sizes(outputs, inputs)[0])
     for t in order:  # sizes that must agree, and the shapes of the ops fused into others: first
         for sc in getattr(t, "checks", ()):
             if isinstance(sc, (ShapeCheck, SizeCheck)):
@@ -170,8 +170,9 @@ def lower(inputs, outputs, fused: dict | None = None) -> Module:
 
 
 class _Context:
-    def __init__(self, bufs):
+    def __init__(self, bufs, same_sizes=None):
         self.bufs = bufs
+        self.same = same_sizes or {}  # size -> the size a check makes it equal to (ir/tensor.equal_sizes)
         self.asserts: dict = {}  # cond -> Assert
         self.errors: dict = {}  # code -> BoundsError
 
@@ -187,7 +188,9 @@ class _Context:
         axes = tuple(op.axes)
         self.begin(op, axes)
         stmts, value = self.expr(op.body, None, False, axes)
-        nest = seq(*self.slots[axes], *stmts, Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
+        shared, value = self.share(value)
+        nest = seq(*self.slots[axes], *stmts, *shared,
+                   Store(self.bufs[op], tuple(self.vars[a] for a in op.axes), value))
         return Kernel(self.bufs[op].name, op, self.loop_nest(axes, nest), tuple(fused),
                       axis_vars=tuple(self.vars[a] for a in op.axes))
 
@@ -237,6 +240,43 @@ class _Context:
         nest = self.loop_nest(axes, inner, stop=depth)
         return Kernel(out.name, op, seq(init, nest), tuple(fused), axis_vars=init_vars)
 
+    def share(self, value: E.Expr):
+        """(declarations, value): every computed subexpression the value uses more than once, where
+        it is always evaluated, computed once into a local. The expression is a DAG (nodes are
+        interned); printed as a tree, `e = tanh(e) * 0.5 + e` repeated would double the source at
+        each step. Select branches and reductions are left alone (read only where they run)."""
+        uses: dict = {}
+        order: list = []
+        seen: set = set()
+
+        def visit(n):  # unconditional children only, each unique node once
+            stack = [n]
+            while stack:
+                m = stack.pop()
+                if m in seen:
+                    continue
+                seen.add(m)
+                order.append(m)
+                kids = (m.cond,) if isinstance(m, E.Select) else () if isinstance(
+                    m, (E.Reduce, E.Load, Checked)) else m.children()
+                for k in kids:
+                    uses[k] = uses.get(k, 0) + 1
+                    stack.append(k)
+        visit(value)
+        # float values only: index arithmetic stays in the expressions that templates match
+        repeated = {m for m in order if uses.get(m, 0) > 1 and m.dtype in ("float32", "float64")
+                    and isinstance(m, (E.Unary, E.Binary, E.Call, E.Cast))}
+        if not repeated:
+            return [], value
+        decls, mapping = [], {}  # keyed by the node as rewritten so far (bottom-up)
+        for m in E.postorder([value], lambda x: [k for k in x.children() if k in seen]):  # producers first
+            if m in repeated:
+                v = E.Var(self.names.fresh("t"), m.dtype)
+                m = E.substitute(m, mapping)
+                decls.append(Declare(v, m))
+                mapping[m] = v
+        return decls, E.substitute(value, mapping)
+
     def begin(self, op: ComputeOp, axes: tuple, reserved=()) -> None:
         """Fresh lowering state for `op`, whose loops run over `axes` (outermost first)."""
         self.names = NameScope(reserved)
@@ -257,9 +297,22 @@ class _Context:
         self.skipped: list = []
         self.shadowed = shadowed(op)
         self.inline_accs: set = set()  # accumulators computed where they are used (not hoisted)
+        self.lowered: dict = {}  # (node, guard, guarded, enclosing) -> its loop-IR expression
 
     # --- expressions -> (statements to run first, loop-IR expression) ------------
     def expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
+        """Memoized per node and context where lowering made no statements (no reduction below):
+        the body is a DAG, and a path-by-path walk would be exponential in a long chain."""
+        key = (e, guard, guarded, enclosing)
+        hit = self.lowered.get(key)
+        if hit is not None:
+            return [], hit
+        stmts, out = self._expr(e, guard, guarded, enclosing)
+        if not stmts:
+            self.lowered[key] = out
+        return stmts, out
+
+    def _expr(self, e: E.Expr, guard, guarded: bool, enclosing: tuple):
         if isinstance(e, E.IndexVar):
             return [], self.vars[e]
         if isinstance(e, (E.Const, E.SizeVar, E.Var)):
@@ -293,6 +346,9 @@ class _Context:
         for k, (ix, extent) in enumerate(zip(e.indices, e.tensor.shape)):
             s, lix = self.expr(ix, guard, guarded, enclosing)
             stmts += s
+            if guarded and _guard_bounds(guard, lix, extent):  # where(0 <= y - r < h, x[y - r], 0)
+                idx.append(simplify(lix))
+                continue
             idx.append(self.checked_index(ix, lix, extent, guarded, enclosing, text, e.tensor.name, k))
         return stmts, E.Load(self.bufs[e.tensor], tuple(idx), e.dtype)
 
@@ -302,7 +358,7 @@ class _Context:
         gather = any(isinstance(n, (E.Load, E.Reduce)) for n in E.walk(ix))
         rng = None if gather else interval(ix)
         if guarded and rng is not None:  # read only where a guard holds: no entry check, unless the
-            if _provable((rng[0] >= 0) & (rng[1] < extent)):  # index is in range wherever it is read
+            if _provable(E.substitute((rng[0] >= 0) & (rng[1] < extent), self.same)):  # index is in range
                 return simplify(lix)
             rng = None
         info = BoundsError(self.op.name, text, tensor, dim, extent, *(rng if rng is not None else (None, None)))
@@ -394,11 +450,13 @@ class _Context:
                 checked[0] = True
 
     def _reduce(self, e: E.Reduce, guard, guarded, enclosing):
+        self.lowered = {}  # its axes get fresh variables: nothing lowered before may be reused
         saved = {a: self.vars.get(a) for a in e.axes}
         self.scopes.append(next(self.scope_ids))
         try:
             return self._reduce_scoped(e, guard, guarded, enclosing)
         finally:  # an axis reduced again deeper must not rename the outer loop's variable
+            self.lowered = {}
             self.scopes.pop()
             for a, v in saved.items():
                 if v is None:
@@ -430,8 +488,9 @@ class _Context:
         finally:
             if c is not None:
                 self.scopes.pop()
+        shared, body = self.share(body)
         decls, update = self._combine(e, acc, body)
-        step = seq(*body_stmts, update)
+        step = seq(*body_stmts, *shared, update)
         if c is not None:
             step = seq(*cs, IfThenElse(c, step))
         nest = seq(*self.slots.pop(enclosing), step)
@@ -477,8 +536,13 @@ def reads(op: ComputeOp):
     the reduction axes around the load; guarded when it sits in a `where` branch or under a
     reduction's `where=` (read only where that holds)."""
     out = []
+    seen: set = set()
 
     def visit(e, enclosing, guarded):
+        key = (e, enclosing, guarded)  # a DAG: each node once per context, not once per path
+        if key in seen:
+            return
+        seen.add(key)
         if isinstance(e, E.Select):
             visit(e.cond, enclosing, guarded)
             if e.a is e.b:  # both branches read it: it is read wherever the select is
@@ -572,6 +636,21 @@ def checks_kept(op: ComputeOp, old_body: E.Expr, new_body: E.Expr) -> tuple:
         if isinstance(t, ComputeOp) and t not in still:
             kept += t.checks + shape_checks(t) + read_checks(t)
     return kept
+
+
+def _guard_bounds(guard, lix: E.Expr, extent: E.Expr) -> bool:
+    """The guard a read sits under says `0 <= index < extent` itself (a padded convolution's
+    `where((y - r >= 0) & (y - r < h), x[y - r], 0)`): the read needs no check of its own."""
+    if guard is None:
+        return False
+    parts, stack = set(), [guard]
+    while stack:
+        g = stack.pop()
+        if isinstance(g, E.Binary) and g.op == "and" and g.dtype == "bool":
+            stack += [g.a, g.b]
+        else:
+            parts.add(simplify(g))
+    return simplify(lix >= 0) in parts and simplify(lix < extent) in parts
 
 
 def _free_vars(n) -> set:

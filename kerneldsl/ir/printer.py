@@ -57,8 +57,29 @@ def _default_names(v: E.IndexVar) -> str:
     return v.name
 
 
+SHARED_TEXT = 60  # a subexpression used twice or more and printed longer than this gets a name
+
+
 def expr_str(e: E.Expr, names=_default_names) -> str:
-    return _p(e, names)[0]
+    """The expression's text. It is a DAG (nodes are interned): a long subexpression used more than
+    once prints once, named (`tanh(e1) * 0.5 + e1  where e0 = ..., e1 = tanh(e0) * 0.5 + e0`), so
+    the text grows with the graph, not with the number of paths through it."""
+    uses: dict = {}
+    for n in E.walk(e):
+        for k in n.children():
+            uses[k] = uses.get(k, 0) + 1
+    if not any(v > 1 for v in uses.values()):
+        return _p(e, names)[0]
+    bound: list = []
+
+    def node(n, kids):
+        text, prec = _node(n, kids, names)
+        if uses.get(n, 0) > 1 and len(text) > SHARED_TEXT:
+            bound.append(f"e{len(bound)} = {text}")
+            return f"e{len(bound) - 1}", 9
+        return text, prec
+    text = E.fold(e, node)[0]
+    return text + ("  where " + ", ".join(bound) if bound else "")
 
 
 def tensor_line(n) -> str:

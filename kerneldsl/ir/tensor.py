@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import weakref
 from dataclasses import dataclass
 
 from ..errors import ShapeError
@@ -172,13 +173,20 @@ class ComputeOp(Tensor):
                          self.checks if checks is None else checks, self.tag)
 
     def inputs(self) -> tuple[Tensor, ...]:
+        hit = _INPUTS.get(self)  # ops are immutable; graph walks ask every op many times
+        if hit is not None:
+            return hit
         seen: dict = {}
         for ld in E.loads(self.body):
             seen.setdefault(ld.tensor, None)
         for ax in self.axes:
             for ld in E.loads(ax.extent):
                 seen.setdefault(ld.tensor, None)
-        return tuple(seen)
+        _INPUTS[self] = out = tuple(seen)
+        return out
+
+
+_INPUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ComputeOp -> its inputs
 
 
 def shape_str(shape) -> str:
@@ -215,12 +223,9 @@ def map_graph(outputs, fn=None, replaced: dict | None = None) -> tuple[tuple, di
     return tuple(new.get(t, t) for t in outputs), new
 
 
-def unify_sizes(outputs, inputs) -> tuple:
-    """The graph with every size that a check equates with another (`x_1 == b_0`: the two
-    operands of a broadcast, a matmul's inner sizes) spelled as one of them, the one of the
-    earliest input, in the compute ops; the inputs keep their own sizes, and the check stays as
-    written, so a call whose sizes differ still fails before any kernel runs. Then the gradient of
-    `x + b`'s b (axes over b_0, reading dx over x_1) needs no `i < x_1` guard."""
+def equal_sizes(outputs, inputs) -> tuple[dict, set]:
+    """({size: the size it equals, of the earliest input}, the checks that say so) for every size
+    a check of the graph equates with another (`x_1 == b_0`: a broadcast, a matmul's inner sizes)."""
     parent: dict = {}
 
     def find(v):
@@ -238,7 +243,15 @@ def unify_sizes(outputs, inputs) -> tuple:
                 if a is not b:
                     parent[b] = a
                 kept.add(c)
-    sizes = {v: find(v) for v in parent}
+    return {v: find(v) for v in parent}, kept
+
+
+def unify_sizes(outputs, inputs) -> tuple:
+    """The graph with every size that a check equates with another spelled as one of them (the
+    earliest input's) in the compute ops; the inputs keep their own sizes, and the check stays as
+    written, so a call whose sizes differ still fails before any kernel runs. Then the gradient of
+    `x + b`'s b (axes over b_0, reading dx over x_1) needs no `i < x_1` guard."""
+    sizes, kept = equal_sizes(outputs, inputs)
     return substitute_sizes(outputs, sizes, keep=kept) if sizes else tuple(outputs)
 
 

@@ -141,9 +141,13 @@ def match(op: ComputeOp) -> Contraction | None:
 
 def _under_select(body: E.Expr, red: E.Reduce) -> bool:
     found = False
+    seen: set = set()
 
     def visit(n, guarded):
         nonlocal found
+        if (n, guarded) in seen:  # a DAG: each node once per context
+            return
+        seen.add((n, guarded))
         if n is red:
             found = found or guarded
             return

@@ -3,10 +3,14 @@
 An elementwise/injective producer (a compute op with no reduction in its body)
 is inlined into its consumer when it has exactly one consumer and is not an
 output: its body is substituted at the load, so no intermediate array exists.
+A view (one plain read: a copy, a broadcast) and a cheap producer (a few
+arithmetic operations on plain reads: a bias add) are inlined into every
+consumer: recomputing them costs a few reads, storing them a pass over memory.
 A reduction is inlined into its single consumer when that reads it only at the
 consumer's own point (`lse[i] = log(s[i])`): the epilogue joins the reduction.
-One consumer keeps "each producer computed once" true: a producer shared by
-several consumers stays a kernel of its own and is read from memory.
+Otherwise one consumer keeps "each producer computed once" true: a costly
+producer shared by several consumers stays a kernel of its own and is read
+from memory.
 
 Inlining into a reduction's body is how a reduction absorbs its elementwise
 prologue (`sum(r, exp(x[i, r] - m[i]))` where `exp(...)` was a separate op),
@@ -49,6 +53,22 @@ def is_injective(op: ComputeOp) -> bool:
     return not any(isinstance(n, E.Reduce) for n in E.walk(op.body))
 
 
+ROW_LOCAL_NODES = 48
+
+
+def small(op: ComputeOp) -> bool:
+    """Small enough to compute in each consumer of one row (softmax's exp(x - max)); a long chain
+    read by a reduction and by what follows it is stored once instead, or every reduction along
+    the chain would compute the chain before it again."""
+    return sum(1 for _ in E.walk(op.body)) <= ROW_LOCAL_NODES
+
+
+def read_at_one_point(producer: ComputeOp, consumer: ComputeOp) -> bool:
+    """The consumer reads the producer through one load (one index): inlined, its body is computed
+    once per point of the consumer, not again in a reduction beside it (`e - mean(e)`)."""
+    return len({ld for ld in E.loads(consumer.body) if ld.tensor is producer}) == 1
+
+
 def is_view(op: ComputeOp) -> bool:
     """The op reads one element of one tensor at an index of plain arithmetic (a copy, a
     transpose, a broadcast, a reshape): inlined into each of several consumers it costs a load
@@ -59,6 +79,21 @@ def is_view(op: ComputeOp) -> bool:
                                                  for n in E.walk(ix))
 
 
+CHEAP_CALLS = ("abs", "minimum", "maximum", "sqr", "stop_gradient")
+CHEAP_NODES = 8
+
+
+def is_cheap(op: ComputeOp) -> bool:
+    """A few arithmetic operations on plain reads (a bias add `x[i, j] + b[j]`): recomputed in
+    each of several consumers it costs a few reads per point there, where storing it costs a pass
+    to write it and one to read it back per consumer."""
+    nodes = list(E.walk(op.body))
+    return len(nodes) <= CHEAP_NODES and all(
+        not isinstance(n, E.Reduce) and not (isinstance(n, E.Call) and n.fn not in CHEAP_CALLS)
+        and not (isinstance(n, E.Load) and any(isinstance(m, E.Load) for ix in n.indices for m in E.walk(ix)))
+        for n in nodes)
+
+
 def same_point_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     """The consumer reads the producer only at its own output point, outside any reduction:
     inlining then computes each producer point exactly once (a reduction's epilogue)."""
@@ -66,9 +101,13 @@ def same_point_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
             a is not b for a, b in zip(producer.shape, consumer.shape)):
         return False
     ok = True
+    seen: set = set()
 
     def visit(n, in_reduce):
         nonlocal ok
+        if (n, in_reduce) in seen:  # a DAG: each node once per context
+            return
+        seen.add((n, in_reduce))
         if isinstance(n, E.Load) and n.tensor is producer:
             if in_reduce or tuple(n.indices) != tuple(consumer.axes):
                 ok = False
@@ -136,9 +175,13 @@ def hoistable_use(producer: ComputeOp, consumer: ComputeOp) -> bool:
     the inlined reduction right inside loop ak, so each producer point is still computed once:
     this is how softmax's row max and row sum join the row loop of their consumer."""
     ok = True
+    seen: set = set()
 
     def visit(n, enclosing, guarded):
         nonlocal ok
+        if (n, enclosing, guarded) in seen:  # a DAG: each node once per context
+            return
+        seen.add((n, enclosing, guarded))
         if isinstance(n, E.Load) and n.tensor is producer:
             # a keepdims dimension (size 1, read at 0) is not a loop: skip it
             kept = [(ix, d) for ix, d in zip(n.indices, producer.shape)
@@ -208,12 +251,14 @@ def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
     if element_checked(t) and not all(reads_everywhere(t, u) for u in mine):
         return False  # its per-element checks would run only where the consumer reads it
     if is_injective(t):
-        return t.name in force_names or (enabled and (len(mine) == 1 or is_view(t)
-                                                      or row_local(t, mine, users, outputs)))
+        return t.name in force_names or (enabled and (
+            (len(mine) == 1 and (small(t) or read_at_one_point(t, mine[0]))) or is_view(t) or is_cheap(t)
+            or (small(t) and row_local(t, mine, users, outputs))))
+    once = len(mine) == 1 and (small(t) or read_at_one_point(t, mine[0]))
     if enabled and row_reductions_only(t) and all(row_use(t, u) for u in mine) and (
-            len(mine) == 1 or row_local(t, mine, users, outputs)):
+            once or (small(t) and row_local(t, mine, users, outputs))):
         return True  # softmax's exp(x - max(x)) read in its row by the sum and by the division
-    return enabled and len(mine) == 1 and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
+    return enabled and once and (same_point_use(t, mine[0]) or hoistable_use(t, mine[0]))
 
 
 def row_use(producer: ComputeOp, consumer: ComputeOp) -> bool:

@@ -181,8 +181,12 @@ def vector_plan(body: Stmt) -> VectorPlan | None:
     if not along_j(inner.indices):
         return None
     found: list = []
+    seen: set = set()
 
     def visit(e, guarded: bool):
+        if (e, guarded) in seen:  # a DAG: each node once per context
+            return
+        seen.add((e, guarded))
         if isinstance(e, E.Select):
             visit(e.cond, guarded)
             visit(e.a, True)

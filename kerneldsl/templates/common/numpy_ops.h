@@ -67,7 +67,8 @@ KD_FN T kd_log1mexp_##S(T x) /* log(1 - exp(x)), x <= 0 */                      
     T near0 = kd_log_##S(-kd_expm1_##S(x)), far = kd_log1p_##S(-kd_exp_##S(x));       \
     return x > (T)-0.6931471805599453 ? near0 : far;                                  \
 }                                                                                     \
-KD_FN T kd_sqr_##S(T x) { return x * x; }
+KD_FN T kd_sqr_##S(T x) { return x * x; }                                            \
+KD_FN T kd_select_##S(int c, T a, T b) { return c ? a : b; } /* a and b both computed */
 
 KD_FLOAT_OPS(float, f32, f)
 KD_FLOAT_OPS(double, f64, )
