@@ -149,3 +149,19 @@ def test_a_select_of_computed_values_runs_as_simd_lanes():
     labels = np.array([0, 8, 3, 3, -1, 5], np.int32)  # -1: numpy's wrap-around
     (want,) = kd.evaluate([g], {x: a, y: labels})
     assert_same(f(a, labels), want, rtol=1e-5, atol=1e-7, what="dx")
+
+
+def test_a_batch_norm_step_computes_each_reduction_once():
+    x, g, b = kd.tensor4("x"), kd.vector("g"), kd.vector("b")
+    y = kd.nn.batch_norm(x, g, b, eps=1e-5)
+    dy = kd.placeholder(y.shape, name="dy")
+    grads = kd.grad(knp.sum(y * dy), [x, g, b])
+    f = kd.build([x, g, b, dy], [y, *grads])
+    bodies = [str(k.op.body) for k in f.module.kernels]
+    assert len(bodies) == len(set(bodies)), [k.name for k in f.module.kernels]
+    r = rng(6)
+    feed = [r.standard_normal((3, 4, 5, 2)).astype(np.float32), r.standard_normal(4).astype(np.float32),
+            r.standard_normal(4).astype(np.float32), r.standard_normal((3, 4, 5, 2)).astype(np.float32)]
+    want = kd.evaluate([y, *grads], dict(zip([x, g, b, dy], feed)))
+    for got, ref, what in zip(f(*feed), want, ("y", "dx", "dg", "db")):
+        assert_same(got, ref, rtol=2e-4, atol=2e-5, what=what)

@@ -32,6 +32,7 @@ from ..ir import expr as E
 from ..ir.simplify import simplify
 from ..ir.lower import element_checked, read_checks, reads, shape_checks
 from ..ir.printer import tensor_line
+from ..ir.rules import cse
 from ..ir.scatter import scatter_form
 from ..ir.tensor import ComputeOp, map_graph, topo_order
 
@@ -327,5 +328,9 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
             rewritten[u] = nu
         outputs, mapping = map_graph(outputs, replaced=rewritten)
         names = {mapping.get(k, k): v for k, v in names.items()}
-    return FusedGraph(outputs, {t: tuple(dict.fromkeys(names.get(t, ())))
+    # inlining a producer into several consumers can make two of them equal (the variance of a
+    # batch norm, inlined into its forward and into the gradient's copy): compute them once
+    by_uid = {t.uid: v for t, v in names.items()}
+    outputs = cse(outputs)
+    return FusedGraph(outputs, {t: tuple(dict.fromkeys(by_uid.get(t.uid, ())))
                                 for t in topo_order(outputs) if isinstance(t, ComputeOp)})
