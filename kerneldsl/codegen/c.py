@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from .. import dtypes as dt
 from ..ir import expr as E
 from ..ir import ops
 from ..ir.loops import Allocate, Assign, Buffer, Checked, Declare, For, IfThenElse, Seq, Stmt, Store, leaves, walk
@@ -104,7 +105,7 @@ class CPrinter:
     _Unary = _Binary = _Call = _op
 
     def _Select(self, e):
-        if e.dtype in ("float32", "float64") and not any(_reads(x) for x in (e.a, e.b)):
+        if e.dtype in dt.FLOATS and not any(_reads(x) for x in (e.a, e.b)):
             # both values computed, then one picked: C's `c ? a : b` evaluates only one, so GCC
             # will not vectorize a select whose value may trap (a division), trapping math on
             return f"kd_select_{_SUFFIX[e.dtype]}({self.expr(e.cond)}, {self.expr(e.a)}, {self.expr(e.b)})"

@@ -264,7 +264,7 @@ class _Context:
                     stack.append(k)
         visit(value)
         # float values only: index arithmetic stays in the expressions that templates match
-        repeated = {m for m in order if uses.get(m, 0) > 1 and m.dtype in ("float32", "float64")
+        repeated = {m for m in order if uses.get(m, 0) > 1 and m.dtype in dt.FLOATS
                     and isinstance(m, (E.Unary, E.Binary, E.Call, E.Cast))}
         if not repeated:
             return [], value

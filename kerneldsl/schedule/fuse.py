@@ -251,11 +251,11 @@ def _inlinable(t, outputs, users, enabled: bool, force_names) -> bool:
         return False
     if element_checked(t) and not all(reads_everywhere(t, u) for u in mine):
         return False  # its per-element checks would run only where the consumer reads it
+    # one consumer computes t once per point when t is small or read through one load there
+    once = len(mine) == 1 and (small(t) or read_at_one_point(t, mine[0]))
     if is_injective(t):
         return t.name in force_names or (enabled and (
-            (len(mine) == 1 and (small(t) or read_at_one_point(t, mine[0]))) or is_view(t) or is_cheap(t)
-            or (small(t) and row_local(t, mine, users, outputs))))
-    once = len(mine) == 1 and (small(t) or read_at_one_point(t, mine[0]))
+            once or is_view(t) or is_cheap(t) or (small(t) and row_local(t, mine, users, outputs))))
     if enabled and row_reductions_only(t) and all(row_use(t, u) for u in mine) and (
             once or (small(t) and row_local(t, mine, users, outputs))):
         return True  # softmax's exp(x - max(x)) read in its row by the sum and by the division
