@@ -165,3 +165,52 @@ def test_a_batch_norm_step_computes_each_reduction_once():
     want = kd.evaluate([y, *grads], dict(zip([x, g, b, dy], feed)))
     for got, ref, what in zip(f(*feed), want, ("y", "dx", "dg", "db")):
         assert_same(got, ref, rtol=2e-4, atol=2e-5, what=what)
+
+
+def _conv_step(stride, padding, dilation):
+    x, w, b = kd.tensor4("x"), kd.tensor4("w"), kd.vector("b")
+    y = kd.nn.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, bias=b)
+    dy = kd.placeholder(y.shape, name="dy")
+    return [x, w, b, dy], [y, *kd.grad(knp.sum(y * dy), [x, w, b])]
+
+
+@pytest.mark.parametrize("shape, stride, padding, dilation", [
+    ((2, 3, 5, 9, 11, 3, 3), 1, 1, 1),          # padded: the packing splits each run at the border
+    ((3, 4, 6, 10, 7, 3, 2), 2, (2, 1), 1),
+    ((2, 2, 3, 12, 12, 3, 3), 1, 2, 2),
+    ((2, 1, 6, 9, 9, 3, 3), 1, 1, 1),            # one input channel: dx is thin, the loop nest runs
+    ((2, 32, 35, 7, 40, 3, 3), 2, 1, 1),
+])
+def test_convolution_forward_and_backward_match_the_reference(shape, stride, padding, dilation):
+    n, ci, co, h, w, kh, kw = shape
+    ins, outs = _conv_step(stride, padding, dilation)
+    f = kd.build(ins, outs)
+    r = rng(3)
+    xa = r.standard_normal((n, ci, h, w)).astype(np.float32)
+    wa = r.standard_normal((co, ci, kh, kw)).astype(np.float32)
+    ba = r.standard_normal(co).astype(np.float32)
+    y_shape = kd.evaluate(outs[:1], {ins[0]: xa, ins[1]: wa, ins[2]: ba})[0].shape
+    feed = [xa, wa, ba, r.standard_normal(y_shape).astype(np.float32)]
+    want = kd.evaluate(outs, dict(zip(ins, feed)))
+    for g, wv, what in zip(f(*feed), want, ("y", "dx", "dw", "db")):
+        assert_same(g, wv, rtol=2e-4, atol=2e-4, what=what)
+
+
+def test_a_padded_read_in_a_vectorized_loop_is_partitioned_and_keeps_nan():
+    """`partition` splits the loop at the padding's border: no test per lane, and a term outside
+    the border is still 0 * w (an infinite weight still gives NaN, as the reference does)."""
+    n, h = kd.sizes("n h")
+    X = kd.placeholder((n, h), name="X")
+    Wt = kd.placeholder((3,), name="Wt")
+    r = kd.reduce_axis(3, "r")
+    Y = kd.compute((n, h), lambda i, j: kd.sum(
+        kd.where((j + r - 1 >= 0) & (j + r - 1 < h), X[i, j + r - 1], 0) * Wt[r], axis=r), name="Y")
+    f = kd.build([X, Wt], [Y])
+    text = str(f.module.kernels[0])
+    assert "_lo in range" in text and "_in in range" in text and "_hi in range" in text, text
+    g = rng(4)
+    xa = g.standard_normal((5, 37)).astype(np.float32)
+    for wa in (g.standard_normal(3).astype(np.float32), np.array([np.inf, 1, 2], np.float32)):
+        want = kd.evaluate([Y], {X: xa, Wt: wa})[0]
+        assert_same(f(xa, wa), want, what="Y")
+    assert np.isnan(f(xa, np.array([np.inf, 1, 2], np.float32))[:, 0]).all()

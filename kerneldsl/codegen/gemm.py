@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..ir import expr as E
 from ..ir.loops import Checked
+from ..ir.bounds import guard_range
 
 _FMA = {  # (vector bytes, dtype) -> (preprocessor guard, GCC builtin)
     (16, "float32"): ("defined(__FMA__)", "__builtin_ia32_vfmaddps((a), (b), (c))"),
@@ -34,8 +35,8 @@ _FMA = {  # (vector bytes, dtype) -> (preprocessor guard, GCC builtin)
 class _Printer:
     """Prints the pieces of one variant (general strides, or unit innermost strides)."""
 
-    def __init__(self, p, plan, ctype: str, nr: int, mr: int):
-        self.p, self.plan, self.T, self.nr, self.mr = p, plan, ctype, nr, mr
+    def __init__(self, p, plan, ctype: str, nr: int, mr: int, lanes: int):
+        self.p, self.plan, self.T, self.nr, self.mr, self.lanes = p, plan, ctype, nr, mr, lanes
         self.c = plan.contraction
         self.level = 0
 
@@ -75,76 +76,130 @@ class _Printer:
     def restore(self, axes, tag: str) -> list[str]:
         return [f"{self.v(a)} = kd_{tag}{k};" for k, a in enumerate(axes)] if len(axes) > 1 else []
 
-    def runs(self, axes, count: str, off: str, body: list[str], simd: bool) -> list[str]:
-        """Walk `count` flat indices from the group's current variables; `off` counts 0.. in the body."""
+    def runs(self, axes, count: str, off: str, body: list[str], simd: bool, split=None) -> list[str]:
+        """Walk `count` flat indices from the group's current variables; `off` counts 0.. in the body.
+        `split` (from copy_runs): (bounds of the innermost variable, zero body) where the body holds
+        only inside the bounds: each run is three plain loops, zeros, body, zeros, no test per element."""
         self.level += 1
         L, inner, outer = self.level, axes[-1], axes[:-1]
         vi = self.v(inner)
         pragma = ["#pragma omp simd"] if simd else []
+        run = count if not outer else f"kd_run{L}"
+        step = (lambda u: f"const int64_t {off} = {u};") if not outer else \
+            (lambda u: f"const int64_t {off} = kd_q{L} + {u};")
+
+        def loop(lo, hi, lines, prag):
+            return [*prag, f"for (int64_t kd_u{L} = {lo}; kd_u{L} < {hi}; ++kd_u{L}) {{",
+                    f"    const int64_t {vi} = kd_base{L} + kd_u{L};", "    " + step(f"kd_u{L}"),
+                    *("    " + ln for ln in lines), "}"]
+        def chunks(lo, hi, lines):
+            """[lo, hi) in whole vectors, the last one overlapping the one before (the body is a pure
+            store, so a lane stored twice stores the same value): no scalar remainder loop."""
+            V = self.lanes
+            return [f"if ({hi} - {lo} >= {V}) {{",
+                    f"    for (int64_t kd_t{L} = {lo}; ; kd_t{L} += {V}) {{",
+                    f"        if (kd_t{L} > {hi} - {V}) kd_t{L} = {hi} - {V};",
+                    *("        " + ln for ln in loop(f"kd_t{L}", f"kd_t{L} + {V}", lines, pragma)),
+                    f"        if (kd_t{L} + {V} >= {hi}) break;", "    }", "} else {",
+                    *("    " + ln for ln in loop(lo, hi, lines, [])), "}"]
+        if split is None:
+            inner_loops = loop(0, run, body, pragma)
+        else:
+            (inv, los, his), zero = split
+            lo, hi = f"kd_lo{L}", f"kd_hi{L}"
+            inner_loops = [f"int64_t {lo} = 0, {hi} = {run};",
+                           *([f"if (!({inv})) {hi} = 0;"] if inv else []),
+                           *(f"{lo} = kd_max_i64({lo}, ({b}) - kd_base{L});" for b in los),
+                           *(f"{hi} = kd_min_i64({hi}, ({b}) - kd_base{L});" for b in his),
+                           f"{lo} = kd_min_i64({lo}, {run});", f"{hi} = kd_max_i64({hi}, {lo});",
+                           *chunks(0, lo, zero), *chunks(lo, hi, body), *chunks(hi, run, zero)]
         if not outer:  # one axis: one run
-            out = [f"{{ const int64_t kd_base{L} = {vi};", *pragma,
-                   f"for (int64_t {off} = 0; {off} < {count}; ++{off}) {{",
-                   f"    const int64_t {vi} = kd_base{L} + {off};",
-                   *("    " + ln for ln in body), "} }"]
+            out = [f"{{ const int64_t kd_base{L} = {vi};", *inner_loops, "}"]
         else:
             carry = self.advance(outer)[0]
             out = [f"for (int64_t kd_q{L} = 0; kd_q{L} < {count}; ) {{",
                    f"    const int64_t kd_run{L} = kd_min_i64({count} - kd_q{L}, {self.ext(inner)} - {vi});",
                    f"    const int64_t kd_base{L} = {vi};",
-                   *("    " + ln for ln in pragma),
-                   f"    for (int64_t kd_u{L} = 0; kd_u{L} < kd_run{L}; ++kd_u{L}) {{",
-                   f"        const int64_t {vi} = kd_base{L} + kd_u{L};",
-                   f"        const int64_t {off} = kd_q{L} + kd_u{L};",
-                   *("        " + ln for ln in body), "    }",
+                   *("    " + ln for ln in inner_loops),
                    f"    kd_q{L} += kd_run{L};",
                    f"    {vi} += kd_run{L};",
                    f"    if ({vi} == {self.ext(inner)}) {{ {vi} = 0; {carry} }}", "}"]
         self.level -= 1
         return out
 
+    def copy_runs(self, axes, count: str, off: str, dest: str, value: E.Expr) -> list[str]:
+        """runs() storing `dest = value`; a padded read `where(lo <= v < hi, x[v], 0)` along the
+        run's variable is split into its zero and copy ranges, so the copy is a plain vector loop."""
+        simd = not _checked(value)
+        var = self.plan.vars[axes[-1]]
+        bounds = guard_range(value.cond, var) if simd and isinstance(value, E.Select) else None
+        if bounds is None or not isinstance(value.b, E.Const):
+            return self.runs(axes, count, off, [f"{dest} = {self.p.expr(value)};"], simd)
+        (inv, los, his), then = bounds, value.a
+        inv_c = " && ".join(f"({self.p.expr(g)})" for g in inv)
+        split = ((inv_c, [self.p.expr(b) for b in los], [self.p.expr(b) for b in his]),
+                 [f"{dest} = {self.p.expr(value.b)};"])
+        return self.runs(axes, count, off, [f"{dest} = {self.p.expr(then)};"], True, split)
+
     # --- the pieces -----------------------------------------------------------------------
     def pack_a(self) -> list[str]:
+        c = self.c
+        return self._either(_walk_choice(self.plan.a, self.plan.vars, c.m, c.k, self.ext),
+                            self._pack_a_along_m, self._pack_a_along_k)
+
+    def _pack_a_along_m(self) -> list[str]:  # A[k, m]: walk the rows per k
+        c, mr, value = self.c, self.mr, self.plan.a
+        per_k = [*self.restore(c.m, "sm"),
+                 *self.copy_runs(c.m, "kd_mcur", "kd_r",
+                                 f"kd_ap[(kd_r / {mr}) * {mr} * kd_kc + kd_k * {mr} + kd_r % {mr}]", value),
+                 *self.advance(c.k)]
+        return [*self.decode(c.m, "kd_ic"), *self.save(c.m, "sm"), *self.decode(c.k, "kd_pc"),
+                "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {", *_ind(per_k), "}", *self._pad_a()]
+
+    def _pack_a_along_k(self) -> list[str]:  # A[m, k]: walk K per row
         c, T, mr = self.c, self.T, self.mr
-        if _reads_along(self.plan.a, self.plan.vars, c.m, c.k):  # A[k, m]: walk the rows per k
-            value = self.plan.a
-            per_k = [*self.restore(c.m, "sm"),
-                     *self.runs(c.m, "kd_mcur", "kd_r",
-                                [f"kd_ap[(kd_r / {mr}) * {mr} * kd_kc + kd_k * {mr} + kd_r % {mr}] = "
-                                 + f"{self.p.expr(value)};"], not _checked(value)),
-                     *self.advance(c.k)]
-            pad = [f"for (int64_t kd_r = kd_mcur; kd_r % {mr}; ++kd_r) {{",
-                   f"    {T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
-                   f"    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) kd_d[kd_k * {mr}] = 0;", "}"]
-            return [*self.decode(c.m, "kd_ic"), *self.save(c.m, "sm"), *self.decode(c.k, "kd_pc"),
-                    "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {", *_ind(per_k), "}", *pad]
         row = [f"{T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
                *self.decode(c.k, "kd_pc"),
                "for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {",
                f"    kd_d[kd_k * {mr}] = {self.p.expr(self.plan.a)};",
                *("    " + ln for ln in self.advance(c.k)), "}"]
-        pad = [f"for (int64_t kd_r = kd_mcur; kd_r % {mr}; ++kd_r) {{",
-               f"    {T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
-               f"    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) kd_d[kd_k * {mr}] = 0;", "}"]
-        return [*self.decode(c.m, "kd_ic"), *self.runs(c.m, "kd_mcur", "kd_r", row, False), *pad]
+        return [*self.decode(c.m, "kd_ic"), *self.runs(c.m, "kd_mcur", "kd_r", row, False), *self._pad_a()]
+
+    def _pad_a(self) -> list[str]:
+        T, mr = self.T, self.mr
+        return [f"for (int64_t kd_r = kd_mcur; kd_r % {mr}; ++kd_r) {{",
+                f"    {T} *restrict kd_d = kd_ap + (kd_r / {mr}) * {mr} * kd_kc + kd_r % {mr};",
+                f"    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) kd_d[kd_k * {mr}] = 0;", "}"]
 
     def pack_b(self) -> list[str]:
-        c, T, nr = self.c, self.T, self.nr
-        value = self.plan.b
-        simd = not _checked(value)
-        if c.k and _reads_along(value, self.plan.vars, c.k, c.n):  # B[n, k]: walk K per column
-            per_col = [f"{T} *restrict kd_d = kd_d0 + kd_c;", *self.decode(c.k, "kd_pc"),
-                       *self.runs(c.k, "kd_kc", "kd_k", [f"kd_d[kd_k * {nr}] = {self.p.expr(value)};"], simd),
-                       *self.advance(c.n)]
-            return [f"for (int64_t kd_s = 0; kd_s * {nr} < kd_ncur; ++kd_s) {{",
-                    f"    {T} *restrict kd_d0 = kd_bp + kd_s * {nr} * kd_kc;",
-                    f"    const int64_t kd_nv = kd_min_i64({nr}, kd_ncur - kd_s * {nr});",
-                    *_ind(self.decode(c.n, f"kd_jc + kd_s * {nr}")),
-                    "    for (int64_t kd_c = 0; kd_c < kd_nv; ++kd_c) {", *_ind(_ind(per_col)), "    }",
-                    "    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k)",
-                    f"        for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d0[kd_k * {nr} + kd_c] = 0;",
-                    "}"]
+        c = self.c
+        choice = _walk_choice(self.plan.b, self.plan.vars, c.k, c.n, self.ext) if c.k else False
+        return self._either(choice, self._pack_b_along_k, self._pack_b_along_n)
+
+    def _either(self, choice, walk, other) -> list[str]:
+        """`walk` or `other`, or both behind the run-time test `choice` (a C condition)."""
+        if isinstance(choice, bool):
+            return walk() if choice else other()
+        return [f"if ({choice}) {{", *_ind(walk()), "} else {", *_ind(other()), "}"]
+
+    def _pack_b_along_k(self) -> list[str]:  # B[n, k]: walk K per column
+        c, T, nr, value = self.c, self.T, self.nr, self.plan.b
+        per_col = [f"{T} *restrict kd_d = kd_d0 + kd_c;", *self.decode(c.k, "kd_pc"),
+                   *self.copy_runs(c.k, "kd_kc", "kd_k", f"kd_d[kd_k * {nr}]", value),
+                   *self.advance(c.n)]
+        return [f"for (int64_t kd_s = 0; kd_s * {nr} < kd_ncur; ++kd_s) {{",
+                f"    {T} *restrict kd_d0 = kd_bp + kd_s * {nr} * kd_kc;",
+                f"    const int64_t kd_nv = kd_min_i64({nr}, kd_ncur - kd_s * {nr});",
+                *_ind(self.decode(c.n, f"kd_jc + kd_s * {nr}")),
+                "    for (int64_t kd_c = 0; kd_c < kd_nv; ++kd_c) {", *_ind(_ind(per_col)), "    }",
+                "    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k)",
+                f"        for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d0[kd_k * {nr} + kd_c] = 0;",
+                "}"]
+
+    def _pack_b_along_n(self) -> list[str]:  # B[k, n]: walk the columns per k
+        c, T, nr, value = self.c, self.T, self.nr, self.plan.b
         per_k = [f"{T} *restrict kd_d = kd_d0 + kd_k * {nr};", *self.restore(c.n, "sn"),
-                 *self.runs(c.n, "kd_nv", "kd_c", [f"kd_d[kd_c] = {self.p.expr(value)};"], simd),
+                 *self.copy_runs(c.n, "kd_nv", "kd_c", "kd_d[kd_c]", value),
                  f"for (int64_t kd_c = kd_nv; kd_c < {nr}; ++kd_c) kd_d[kd_c] = 0;",
                  *self.advance(c.k)]
         return [f"for (int64_t kd_s = 0; kd_s * {nr} < kd_ncur; ++kd_s) {{",
@@ -191,24 +246,28 @@ def _ind(lines: list[str]) -> list[str]:
     return ["    " + ln for ln in lines]
 
 
-def _reads_along(e: E.Expr, vars_: dict, walk: tuple, other: tuple) -> bool:
+def _walk_choice(e: E.Expr, vars_: dict, walk: tuple, other: tuple, ext) -> bool | str:
     """Whether the operand's reads are contiguous along `walk`'s innermost axis rather than along
     `other`'s: every load's last index reads that axis, and either not `other`'s innermost axis or
-    one of shorter constant extent (conv2d's dW reads X[n, c, ry + y, rx + x]: runs of x, not rx)."""
+    one of shorter extent (conv2d's dW reads X[n, c, ry + y, rx + x]: runs of x, not rx). Where
+    that depends on sizes known only at run time, the C condition that decides it."""
     if not walk or not other:
         return False
     w, o = walk[-1], other[-1]
     loads = [n for n in E.walk(e) if isinstance(n, E.Load) and n.indices]
     if not loads:
         return False
+    both = False
     for ld in loads:
         used = set(E.walk(ld.indices[-1]))
         if vars_[w] not in used:
             return False
-        if vars_[o] in used and not (isinstance(o.extent, E.Const) and (
-                not isinstance(w.extent, E.Const) or o.extent.value < w.extent.value)):
-            return False
-    return True
+        both = both or vars_[o] in used
+    if not both:
+        return True
+    if isinstance(o.extent, E.Const) and isinstance(w.extent, E.Const):
+        return o.extent.value < w.extent.value
+    return f"{ext(o)} < {ext(w)}"
 
 
 def _checked(e: E.Expr) -> bool:
@@ -221,16 +280,17 @@ def render_gemm(kernel, target, names: dict, strides: dict, printer_cls, unit: l
     plan, k = kernel.plan, kernel.knobs
     c = plan.contraction
     dtype = kernel.op.dtype
-    names = {**names, plan.acc: "kd_acc"}
+    # the plan names the plain nest's variables; the fallback nest may have been rescheduled
+    names = {**{v: f"v_{v.name}" for v in plan.vars.values()}, **names, plan.acc: "kd_acc"}
     general = printer_cls(names, strides)
+    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
     variants = []
     if unit:  # unit innermost strides: contiguous packing reads and SIMD epilogue stores
         fast = printer_cls(names, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
         cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
-        variants.append(_Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(cond))
-    variants.append(_Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"]).pieces(None))
-    pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"])
-    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
+        variants.append(_Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(cond))
+    variants.append(_Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(None))
+    pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes)
     vbytes = target.vector_bytes
     guard, builtin = _FMA[(vbytes, dtype)]
     axes = [*c.op.axes, *c.k]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import expr as E
 from . import ops
-from .simplify import linear, simplify
+from .simplify import build_linear, linear, simplify
 
 
 def _interval(e: E.Expr):
@@ -58,3 +58,42 @@ def interval(e: E.Expr):
     if r is None or not (_fits_int64(r[0]) and _fits_int64(r[1])):
         return None  # the index is then checked element by element, in the kernels' int64
     return simplify(r[0]), simplify(r[1])
+
+
+def guard_range(cond: E.Expr, var: E.Expr):
+    """A condition that holds exactly on a range of `var` (a padded read's `0 <= y + r - 1 < h`):
+    (the parts free of var, lower bounds, upper bounds), var's range being lo <= var < hi for
+    every lo and hi, the bounds expressions of the other variables. None when some part of the
+    conjunction is not a comparison affine in var with coefficient +-1, or none mentions var."""
+    parts, stack = [], [cond]
+    while stack:
+        g = stack.pop()
+        if isinstance(g, E.Binary) and g.op == "and" and g.dtype == "bool":
+            stack += [g.b, g.a]
+        else:
+            parts.append(g)
+    inv, los, his = [], [], []
+    for g in parts:
+        if var not in set(E.walk(g)):
+            inv.append(g)
+            continue
+        if not (isinstance(g, E.Binary) and g.op in _FLIP and g.a.dtype == "int64" and g.b.dtype == "int64"):
+            return None
+        d = dict(linear(g.a))  # g.a - g.b  op  0
+        for t, c in linear(g.b).items():
+            d[t] = d.get(t, 0) - c
+        coef = d.pop(var, 0)
+        if coef not in (1, -1) or any(t is not None and var in set(E.walk(t)) for t in d):
+            return None
+        # coef * var + rest  op  0  <=>  var  op'  -coef * rest
+        op = g.op if coef == 1 else _FLIP[g.op]
+        bound = {t: -coef * c for t, c in d.items()}
+        plus_one = {**bound, None: bound.get(None, 0) + 1}
+        if op in ("ge", "gt"):
+            los.append(build_linear(bound if op == "ge" else plus_one))
+        else:
+            his.append(build_linear(bound if op == "lt" else plus_one))
+    return (inv, los, his) if los or his else None
+
+
+_FLIP = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}

@@ -489,6 +489,13 @@ class _Context:
             if c is not None:
                 self.scopes.pop()
         shared, body = self.share(body)
+        if c is not None and not cs and not body_stmts and not shared and e.combiner in ("sum", "prod") \
+                and body.dtype == e.dtype:
+            # a term the condition leaves out adds 0 (multiplies by 1): the same sum, as a select
+            # (SIMD lanes; a range test on the loop variable is a loop partition); the select
+            # evaluates the term only where the condition holds
+            unit = E.Const(dt.cast_value(0 if e.combiner == "sum" else 1, e.dtype), e.dtype)
+            body, c = E.Select(c, body, unit, e.dtype), None
         decls, update = self._combine(e, acc, body)
         step = seq(*body_stmts, *shared, update)
         if c is not None:

@@ -187,7 +187,7 @@ class GemmPlan:
                 f"        pack A[ic:ic+{k['mc']}, pc:pc+{k['kc']}] into {k['mr']}-row slivers",
                 f"        for jr, ir: {k['mr']}x{k['nr']} register tile += A sliver x B sliver  # FMA",
                 f"        on the last K block: {self.store_text()}",
-                f"# below M*N*K = {k['min_work']}, the loop nest:"]
+                f"# below M*N*K = {k['min_work']}, or M or N below {k['min_side']}, the loop nest:"]
             return lines + ["#   " + ln for ln in stmt_lines(kernel.body)]
         bm, bn, bk, tm, tn = (k[f"gemm_{x}"] for x in ("bm", "bn", "bk", "tm", "tn"))
         return lines + [
@@ -235,14 +235,17 @@ def _lowered(body, c: Contraction) -> GemmPlan | None:
         vars_[a] = r.var
         r = r.body
     guard = None
-    if c.guarded:  # the sum's `where=` as lowering printed it: if (cond) acc = acc + a * b
-        if not (isinstance(r, IfThenElse) and r.otherwise is None):
-            return None
+    if c.guarded and isinstance(r, IfThenElse) and r.otherwise is None:  # if (cond) acc = acc + a * b
         guard, r = r.cond, r.then
     if not (isinstance(r, Assign) and r.var is acc and isinstance(r.value, E.Binary)
             and r.value.op == "add" and r.value.a is acc):
         return None
-    tensor_f, loop_f = _factors(c.reduce.body), _factors(r.value.b)
+    term = r.value.b
+    if c.guarded and guard is None:  # the sum's `where=` as lowering printed it: acc + where(cond, a * b, 0)
+        if not (isinstance(term, E.Select) and isinstance(term.b, E.Const) and term.b.value == 0):
+            return None
+        guard, term = term.cond, term.a
+    tensor_f, loop_f = _factors(c.reduce.body), _factors(term)
     if len(tensor_f) != len(loop_f):
         return None
     a_ids = {id(f) for f in _factors(c.a.a if c.guarded == "a" else c.a)}

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from ..errors import ScheduleError
 from ..ir import expr as E
 from ..ir.lower import Kernel, extreme_update, straight_line
-from ..ir.loops import For, Stmt, loops, stmt_lines
+from ..ir.bounds import guard_range
+from ..ir.loops import For, Stmt, exprs, loops, stmt_lines
+from ..ir.simplify import linear
 from ..settings import settings
 from . import gpu
 from . import primitives as P
@@ -128,43 +130,76 @@ def reuse_steps(kernel: Kernel) -> list[dict]:
 COLUMN_BLOCK = 128  # output elements a column reduction keeps in L1 while it walks the rows
 
 
-def column_steps(kernel: Kernel) -> list[dict]:
-    """A sum/prod over an outer axis of an input whose output runs along the input's last
-    (contiguous) axis (a column sum, the weight gradient of a matrix-vector product): in the
-    default order each output element walks a column, one cache line per term. Instead the
-    innermost output loop is split into blocks of COLUMN_BLOCK; in each block the output is
-    zeroed, the reduction loop moves outside (rows in order, contiguous), and the block's loop
-    is vectorized: the same terms added in the same order per element. [] when not that case."""
+def column_steps(kernel: Kernel, contraction: bool = False) -> list[dict]:
+    """A sum/prod whose terms run contiguously along the innermost output loop rather than along
+    the reduction (a column sum, the weight gradient of a matrix-vector product, a convolution
+    whose filter window is short): in the default order each output element walks its terms one
+    at a time. Instead the innermost output loop is split into blocks of COLUMN_BLOCK (unless it
+    is that short already); in each block the output is zeroed, the reduction loops move outside
+    (terms in order), and the block's loop is vectorized: the same terms added in the same order
+    per element. A contraction (matmul) keeps its (i, j, r) nest for hand scheduling unless it
+    is a GEMM's fallback (`contraction`). [] when not that case."""
     body = kernel.body
     by_var = {lp.var: lp for lp in loops(body)}
     op_loops = [by_var[v] for v in kernel.axis_vars if v in by_var]
-    if not op_loops or match(kernel.op) is not None:  # a contraction keeps its (i, j, r) nest
+    if not op_loops or not contraction and match(kernel.op) is not None:
         return []
     inner = op_loops[-1]
     stmts = _top_statements(inner.body)
     if len(stmts) != 3 or not isinstance(stmts[1], For):
         return []
-    red = stmts[1]
-    if any(isinstance(x, For) for x in loops(red.body)) or not straight_line(red.body) \
-            or _reduction_kind(red) not in ("add", "mul"):
+    reds = [stmts[1]]  # the reduction loops, a perfect nest
+    while isinstance(reds[-1].body, For):
+        reds.append(reds[-1].body)
+    last = reds[-1]
+    if any(isinstance(x, For) for x in loops(last.body)) or not straight_line(last.body) \
+            or _reduction_kind(last) not in ("add", "mul"):
         return []
-    terms = [ld for st in _stores_and_assigns(red.body) for ld in E.loads(st)]
-    if not any(ld.indices and ld.indices[-1] == inner.var and any(red.var in E.walk(ix) for ix in ld.indices[:-1])
-               for ld in terms):
-        return []
-    try:
-        b, outer_name, inner_name = P.split(body, inner.var.name, COLUMN_BLOCK)
-        b = P.decompose_reduction(b, inner_name)
-        P.reorder(b, [red.var.name, inner_name])
-    except ScheduleError:
+    red_vars = {lp.var for lp in reds}
+    short = isinstance(last.extent, E.Const) and last.extent.value < 8
+
+    def along_output(ld):
+        """Contiguous along the output loop, and not along the reduction, or only briefly: a short
+        window, or a sliding one (`x[.., z + rw]`: filter taps are few, output columns many)."""
+        if not ld.indices:
+            return False
+        lin = linear(ld.indices[-1])
+        if lin is None or lin.get(inner.var) != 1:
+            return False
+        return short or last.var in lin or any(v in E.walk(ix) for ix in ld.indices[:-1] for v in red_vars)
+    terms = [ld for st in _stores_and_assigns(last.body) for ld in E.loads(st)]
+    if not any(along_output(ld) for ld in terms):
         return []
     name = kernel.name
+    fits = isinstance(inner.extent, E.Const) and inner.extent.value <= COLUMN_BLOCK and len(op_loops) > 1
+    try:
+        b, steps = body, []
+        if fits:
+            inner_name = inner.var.name
+        else:
+            b, outer_name, inner_name = P.split(body, inner.var.name, COLUMN_BLOCK)
+            steps.append({"primitive": "split", "kernel": name, "loop": inner.var.name, "factor": COLUMN_BLOCK})
+        b = P.decompose_reduction(b, inner_name)
+        order = [*(lp.var.name for lp in reds), inner_name]
+        b = P.reorder(b, order)
+    except ScheduleError:
+        return []
     parallel = op_loops[0].var.name if len(op_loops) > 1 else outer_name
-    return [{"primitive": "split", "kernel": name, "loop": inner.var.name, "factor": COLUMN_BLOCK},
+    return [*steps,
             {"primitive": "decompose_reduction", "kernel": name, "loop": inner_name},
-            {"primitive": "reorder", "kernel": name, "loops": [red.var.name, inner_name]},
+            {"primitive": "reorder", "kernel": name, "loops": order},
             {"primitive": "vectorize", "kernel": name, "loop": inner_name},
+            *partition_steps(name, b, inner_name),
             {"primitive": "parallel", "kernel": name, "loop": parallel}]
+
+
+def partition_steps(kernel_name: str, body: Stmt, loop_name: str) -> list[dict]:
+    """`partition` for a vectorized loop whose body tests a range of its variable (a padded read):
+    SIMD lanes without the test and without masked loads."""
+    lp = P.find(body, loop_name)
+    if not any(isinstance(n, E.Select) and guard_range(n.cond, lp.var) is not None for n in exprs(lp.body)):
+        return []
+    return [{"primitive": "partition", "kernel": kernel_name, "loop": loop_name}]
 
 
 def _stores_and_assigns(s: Stmt) -> list:
@@ -186,6 +221,7 @@ def mark_steps(kernel: Kernel) -> list[dict]:
         inner = op_loops[-1]
         if len(op_loops) > 1 and straight_line(inner.body):
             mark("vectorize", inner)
+            steps += partition_steps(kernel.name, body, inner.var.name)
     op_vars = set(kernel.axis_vars)
     top_reductions = [] if op_loops else [s for s in _top_statements(body) if isinstance(s, For)]
     for lp in loops(body):
@@ -276,10 +312,8 @@ def apply_template(kernel: Kernel, name: str, knobs: dict, target) -> Kernel:
             raise ScheduleError(f"kernel {kernel.name} is {dtype}; the gemm template runs float32 and float64")
         plan = plan_gemm(kernel)
         body = kernel.body
-        if family(target) == "c":  # the fallback for small work: the default loop nest
-            for st in mark_steps(kernel):
-                body = P.set_kind(body, st["loop"], "vectorized" if st["primitive"] == "vectorize" else "parallel",
-                                  reduction=st["primitive"] == "parallel_reduce")
+        if family(target) == "c":  # the fallback for small or thin work: the default loop nest
+            body = _marked(body, column_steps(kernel, contraction=True) or mark_steps(kernel))
         return Kernel(kernel.name, kernel.op, body, kernel.fused, name, knobs, plan, kernel.axis_vars)
     if name == "row_reduce":
         body, flattened = gpu.flatten_reductions(kernel.body)
@@ -296,6 +330,24 @@ def apply_template(kernel: Kernel, name: str, knobs: dict, target) -> Kernel:
         return Kernel(kernel.name, kernel.op, kernel.body, kernel.fused, name, knobs, GridPlan(vector),
                       kernel.axis_vars)
     raise ScheduleError(f"template {name!r} has no planner")  # pragma: no cover - every template has one
+
+
+def _marked(body, steps: list[dict]):
+    """`body` with the default marks of column_steps / mark_steps applied."""
+    for st in steps:
+        prim, loop = st["primitive"], st.get("loop")
+        if prim == "split":
+            body = P.split(body, loop, st["factor"])[0]
+        elif prim == "decompose_reduction":
+            body = P.decompose_reduction(body, loop)
+        elif prim == "reorder":
+            body = P.reorder(body, st["loops"])
+        elif prim == "partition":
+            body = P.partition(body, loop)
+        else:
+            body = P.set_kind(body, loop, "vectorized" if prim == "vectorize" else "parallel",
+                              reduction=prim == "parallel_reduce")
+    return body
 
 
 def loop_marks_allowed(kernel: Kernel, prim: str) -> None:

@@ -16,8 +16,9 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir import expr as E
-from ..ir.loops import (Allocate, Assign, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, loops,
+from ..ir.loops import (Allocate, Assign, Declare, For, IfThenElse, NameScope, Seq, Stmt, Store, exprs, loops,
                         map_stmt, walk)
+from ..ir.bounds import guard_range
 from ..ir.lower import extreme_update
 from ..ir.simplify import simplify
 
@@ -238,6 +239,51 @@ def outer_updates(loop: For) -> list:
     inside = list(walk(loop.body))
     declared = {x.var for x in inside if isinstance(x, Declare)}
     return list(dict.fromkeys(x.var for x in inside if isinstance(x, Assign) and x.var not in declared))
+
+
+def partition(body: Stmt, name: str) -> Stmt:
+    """Loop partitioning (TVM's LoopPartition): when the body of loop `name` selects on a range of
+    the loop's variable (a padded read `where(0 <= z - r + 1 < w, x[z - r + 1], 0)`), the loop
+    runs as three loops, below the range, inside it and above it, each with the select decided:
+    no test per iteration, and the inner loop reads contiguously (it vectorizes without masks).
+    Every iteration computes what it did, in the same order.
+
+    for z in range(w):                    for z_lo in range(lo):             body[select -> 0]
+      body(where(lo <= z < hi, a, 0))  -> for z_in in range(hi - lo):        body[z := lo + z_in, select -> a]
+                                          for z_hi in range(w - hi):         body[z := hi + z_hi, select -> 0]
+    """
+    lp = find(body, name)
+    cond = next((n.cond for n in exprs(lp.body) if isinstance(n, E.Select)
+                 and guard_range(n.cond, lp.var) is not None), None)
+    if cond is None:
+        raise ScheduleError(f"partition: the body of loop {name!r} selects on no range of {name!r}")
+    inv, los, his = guard_range(cond, lp.var)
+    lo = E.Const(0, "int64")
+    for b in los:
+        lo = E.call("maximum", lo, b)
+    lo = simplify(E.call("minimum", lo, lp.extent))
+    hi = lp.extent
+    for b in his:
+        hi = E.call("minimum", hi, b)
+    hi = simplify(E.call("maximum", hi, lo))
+    held = None
+    for g in inv:
+        held = g if held is None else held & g
+
+    def decided(inside: bool):
+        def fn(n):
+            if isinstance(n, E.Select) and n.cond is cond:
+                return (n.a if held is None else E.Select(held, n.a, n.b, n.dtype)) if inside else n.b
+            return None
+        return map_exprs(lp.body, lambda e: simplify(E.transform(e, fn)))
+    parts = []
+    for suffix, start, count, inside in (("lo", None, lo, False), ("in", lo, simplify(hi - lo), True),
+                                         ("hi", hi, simplify(lp.extent - hi), False)):
+        v = _fresh(body, f"{name}_{suffix}")
+        part_body = decided(inside)
+        part_body = substitute(part_body, {lp.var: v if start is None else simplify(start + v)})
+        parts.append(For(v, count, part_body, lp.kind))
+    return replace_loop(body, lp, Seq(tuple(parts)))
 
 
 def decompose_reduction(body: Stmt, name: str) -> Stmt:

@@ -48,7 +48,7 @@ GPU_AXES = {"blockIdx.x": "block_x", "blockIdx.y": "block_y", "blockIdx.z": "blo
             "threadIdx.x": "thread_x", "threadIdx.y": "thread_y", "threadIdx.z": "thread_z"}
 LOOP_PRIMITIVES = ("split", "tile", "reorder", "fuse", "unroll", "vectorize", "parallel", "parallel_reduce", "bind",
                    "serial",
-                   "decompose_reduction", "rfactor", "cache_read", "cache_write", "compute_at", "reuse_output")
+                   "decompose_reduction", "partition", "rfactor", "cache_read", "cache_write", "compute_at", "reuse_output")
 
 
 def _call(name, fn, *args):
@@ -282,6 +282,14 @@ class Schedule:
 
     def _decompose_reduction(self, k: Kernel, st: dict):
         self._set_body(k, P.decompose_reduction(k.body, st["loop"]))
+
+    def partition(self, loop: LoopRef) -> None:
+        """Run `loop` as three loops, below, inside and above the range of its variable that a
+        select in its body tests (a padded read), each without the test (see primitives.py)."""
+        self._mark("partition", loop)
+
+    def _partition(self, k: Kernel, st: dict):
+        self._set_body(k, P.partition(k.body, st["loop"]))
 
     def rfactor(self, loop: LoopRef, factor: int) -> tuple[LoopRef, LoopRef]:
         """Split the reduction loop `loop` into `factor` partial reductions (loop r_o, each over a

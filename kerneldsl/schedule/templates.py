@@ -232,6 +232,8 @@ TEMPLATES = {t.family + ":" + t.name: t for t in (
         Knob("nc", _nc, 1, 1 << 20, "columns of the packed B panel (a multiple of nr)"),
         Knob("threads", 0, 0, 1024, "OpenMP threads (0: all cores)"),
         Knob("min_work", 4096, 0, 1 << 62, "below this M*N*K the loop nest runs instead"),
+        Knob("min_side", 4, 1, 1 << 20, "M or N below this (a matrix-vector product, a one-channel "
+                                        "convolution's input gradient: no reuse to pack for) runs the loop nest"),
         PARALLEL_MIN_WORK), _check_cpu_gemm, "packed BLIS-style GEMM"),
     Template("grid_stride", "cuda", (THREADS, MAX_BLOCKS, Knob("vectorize", True, doc=(
         "16-byte vector accesses (float4, ...) where alignment allows"))), _warps("threads_per_block"),
