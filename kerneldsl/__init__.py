@@ -15,7 +15,7 @@ import importlib
 import sys
 import types
 
-from .errors import CompileError, DTypeError, ScheduleError, ShapeError
+from .errors import CompileError, DisconnectedInputError, DTypeError, ScheduleError, ShapeError
 from .ir.expr import Expr
 from .ir.tensor import ComputeOp, Placeholder, Tensor
 from .settings import settings
@@ -68,6 +68,7 @@ __all__ = [
                    "LoopRef",
                    "Placeholder",
                    "Schedule",
+                   "DisconnectedInputError",
                    "ScheduleError",
                    "ShapeError",
                    "Tensor",

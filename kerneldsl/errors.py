@@ -22,5 +22,10 @@ class CacheError(CompileError):
     """The kernel cache cannot be used (not writable, full, untrusted, locked): says how to fix it."""
 
 
+class DisconnectedInputError(ValueError):
+    """kd.grad was asked for the gradient of an input the cost does not depend on (as Theano's:
+    pass disconnected_inputs='ignore' or 'warn' for a zero gradient)."""
+
+
 class ScheduleError(ValueError):
     """A schedule primitive was applied where it is not legal."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,9 @@ class SharedVariable(Placeholder):
     `updates` write it after every output of a call is computed. Its dimensions are symbolic
     (a new value may have another shape); its dtype is fixed."""
     box: list = field(default_factory=lambda: [None])  # [the value]: the variable is immutable, its value is not
+    # held by every call that reads or updates the value, and by set_value: a call's update is
+    # atomic with respect to the other calls (functions rotate the value's buffers; see function.py)
+    lock: object = field(default_factory=threading.RLock, compare=False)
 
     def get_value(self, borrow: bool = False) -> np.ndarray:
         v = self.box[0]
@@ -193,7 +197,8 @@ class SharedVariable(Placeholder):
         if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
             value = value.get()
         new = _checked_value(self, value, borrow)
-        self.box[0] = to_device(new) if hasattr(self.box[0], "__cuda_array_interface__") else new
+        with self.lock:
+            self.box[0] = to_device(new) if hasattr(self.box[0], "__cuda_array_interface__") else new
 
     @property
     def value(self):
@@ -216,14 +221,45 @@ def to_device(a):
         return gpuarray.to_gpu(np.ascontiguousarray(a))
 
 
+def python_value(v, p: Placeholder, what: str = "input") -> np.ndarray:
+    """Python scalars and lists as `p`'s dtype, when numpy would cast them safely (the rule of a
+    call's inputs and of set_value); a value
+    the dtype cannot hold is an OverflowError (as numpy 2's `np.array([2**40], np.int32)`), never
+    a wrapped integer or an infinity."""
+    a = np.asarray(v)
+    if a.dtype.kind == "O" and all(isinstance(x, int) for x in a.ravel().tolist()):
+        raise OverflowError(f"{what} {p.name}: a Python integer beyond int64 does not fit in {p.dtype}")
+    if a.dtype.name == p.dtype:
+        return a
+    if a.dtype.kind in "biuf" and (np.can_cast(a.dtype, p.dtype, "same_kind") or a.ndim == 0 and a.dtype.kind in "bi"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = a.astype(p.dtype)
+        target = np.dtype(p.dtype)
+        if a.dtype.kind in "iu" and target.kind in "iu" and a.size:
+            info = np.iinfo(target)
+            lo, hi = a.min(), a.max()
+            if lo < info.min or hi > info.max:
+                bad = lo if lo < info.min else hi
+                raise OverflowError(f"{what} {p.name}: {int(bad)} is out of bounds for {p.dtype} "
+                                    f"[{info.min}, {info.max}]")
+        if a.dtype.kind == "f" and target.kind == "f" and a.size and \
+                (np.isfinite(a) & ~np.isfinite(out)).any():
+            raise OverflowError(f"{what} {p.name}: {float(a[np.isfinite(a) & ~np.isfinite(out)].flat[0])} is "
+                                f"beyond the range of {p.dtype}")
+        return out
+    raise DTypeError(f"{what} {p.name} must be {p.dtype}, got {a.dtype}; convert it with .astype(np.{p.dtype})")
+
+
 def _checked_value(var: Placeholder, value, borrow: bool):
+    """A call's rule (as Theano's set_value): an array keeps its dtype, so one of another dtype is
+    refused (a float64 array would lose precision in a float32 variable); Python scalars and lists
+    take the variable's dtype when they fit."""
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.name != var.dtype:
+        raise DTypeError(f"shared {var.name} is {var.dtype}; the new value is a {value.dtype} array (convert it "
+                         f"with .astype(np.{var.dtype}), as a call's inputs must be)")
+    if not isinstance(value, (np.ndarray, np.generic)):
+        value = python_value(value, var, "shared")
     a = value if borrow and isinstance(value, np.ndarray) else np.array(value, copy=not borrow, order="C")
-    if a.dtype.name != var.dtype:
-        if np.can_cast(a.dtype, var.dtype, casting="same_kind"):  # float64 -> float32, int64 -> int32
-            a = a.astype(var.dtype)
-        else:
-            raise DTypeError(f"shared {var.name} is {var.dtype}; a value of {a.dtype} would change its type "
-                             f"(convert it with .astype(np.{var.dtype}))")
     if a.ndim != var.ndim:
         raise ShapeError(f"shared {var.name} has {var.ndim} dimension(s); the new value has shape {a.shape}")
     fixed = tuple(d.value for d in var.shape if isinstance(d, E.Const))

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import numpy as knp
 from .errors import DTypeError, ShapeError
-from .frontend import DEVICES, MODES, SharedVariable, config, to_device
+from .frontend import DEVICES, MODES, SharedVariable, config, python_value, to_device
 from .ir import expr as E
 from .ir.tensor import ComputeOp, Placeholder, SizeCheck, Tensor, map_graph, substitute_sizes, topo_order
 
@@ -93,6 +93,7 @@ class CompiledFunction:
         self._check_inputs(inputs, graph, on_unused_input)
         order = topo_order(graph)
         shared = [t for t in order if isinstance(t, SharedVariable)]
+        shared += [v for v in targets if v not in shared]  # updated, not read: its shape still binds the check
         self.inputs, self.shared, self.updated = tuple(inputs), tuple(shared), tuple(targets)
         self.outputs = tuple(graph[:len(outs)])
         self.update_values = tuple(graph[len(outs):])
@@ -124,6 +125,8 @@ class CompiledFunction:
         elif fast is not None:
             self._into = fast(fastcall.TUPLE, _as_tuple)
         self._update_slots = [unique.index(t) for t in self.update_values]
+        # one lock per shared variable, taken in creation order (no two calls wait on each other)
+        self._locks = tuple(v.lock for v in sorted(self.shared, key=lambda v: v.uid))
         if self.device == "cuda":  # shared values live in GPU memory: calls read them in place
             for var in self.shared:
                 var.box[0] = to_device(var.box[0])
@@ -196,10 +199,21 @@ class CompiledFunction:
             if v is None and k >= len(args) and p.name not in kwargs:
                 raise TypeError(f"missing input {p.name!r}")
             if not isinstance(v, np.ndarray) and not hasattr(v, "__cuda_array_interface__"):
-                values[k] = _scalar_array(v, p)
+                values[k] = python_value(v, p)
         return values
 
     def __call__(self, *args, **kwargs):
+        if not self._locks:
+            return self._call(args, kwargs)
+        for lk in self._locks:
+            lk.acquire()
+        try:
+            return self._call(args, kwargs)
+        finally:
+            for lk in reversed(self._locks):
+                lk.release()
+
+    def _call(self, args, kwargs):
         if self._direct is not None and not kwargs and len(args) == len(self.inputs):
             try:  # arrays as typed: no Python between the checks and the kernels
                 result = self._direct(*args, *[s.box[0] for s in self.shared])
@@ -343,16 +357,6 @@ def _compare(got, want, what: str, source: str, remove_inf: bool = False) -> Non
             k = np.unravel_index(int(np.nanargmax(diff)), diff.shape) if diff.ndim else ()
             raise DebugModeError(f"DEBUG: {what}: {int((~ok).sum())} element(s) differ; the largest difference is "
                                  f"{float(diff[k])} at {k} ({got[k]} vs the reference's {want[k]}); source: {source}")
-
-
-def _scalar_array(v, p: Placeholder) -> np.ndarray:
-    """Python scalars and lists as the input's dtype, when numpy would cast them safely."""
-    a = np.asarray(v)
-    if a.dtype.name == p.dtype:
-        return a
-    if a.dtype.kind in "biuf" and (np.can_cast(a.dtype, p.dtype, "same_kind") or a.ndim == 0 and a.dtype.kind in "bi"):
-        return a.astype(p.dtype)
-    raise DTypeError(f"input {p.name} must be {p.dtype}, got {a.dtype}; convert it with .astype(np.{p.dtype})")
 
 
 def function(inputs, outputs=None, updates=None, givens=None, mode=None, on_unused_input: str = "raise",

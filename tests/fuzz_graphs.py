@@ -719,7 +719,7 @@ def _add_gradient(graph: Graph, g: _Gen, outputs) -> None:
         graph.inputs.append((f"d{t.name}", t.dims, t.dtype))
         dys.append(f"d{t.name}")
     graph.lines.append(f"grads = kd.grad([{', '.join(t.name for t in outputs)}], [{', '.join(wrt)}], "
-                       f"dy=[{', '.join(dys)}])")
+                       f"dy=[{', '.join(dys)}], disconnected_inputs='ignore')")
     graph.lines += [f"g_{w} = grads[{k}]" for k, w in enumerate(wrt)]
     graph.grad_wrt = wrt
     graph.forward_outputs = [t.name for t in outputs]

@@ -317,13 +317,19 @@ def test_integer_wrt_is_rejected():
         kd.grad(Y, [idx], dy=kd.placeholder((4,), F, name="dY"))
 
 
-def test_unused_wrt_gets_zero_and_intermediate_wrt_works():
+def test_unused_wrt_is_refused_or_gets_zero_and_intermediate_wrt_works():
     X = kd.placeholder((3,), F, name="X")
     Z = kd.placeholder((3,), F, name="Z")
     H = kd.compute((3,), lambda i: kd.exp(X[i]), name="H")
     Y = kd.compute((3,), lambda i: H[i] * H[i], name="Y")
     dY = kd.placeholder((3,), F, name="dY")
-    dZ, dH, dX = kd.grad(Y, [Z, H, X], dy=dY)
+    with pytest.raises(kd.DisconnectedInputError, match=r"does not depend on Z.*disconnected_inputs='ignore'"):
+        kd.grad(Y, [Z, H, X], dy=dY)  # Theano's default
+    with pytest.warns(UserWarning, match="does not depend on Z"):
+        kd.grad(Y, [Z], dy=dY, disconnected_inputs="warn")
+    with pytest.raises(ValueError, match="disconnected_inputs must be"):
+        kd.grad(Y, [Z], dy=dY, disconnected_inputs="maybe")
+    dZ, dH, dX = kd.grad(Y, [Z, H, X], dy=dY, disconnected_inputs="ignore")
     x, d = rand(3), rand(3, seed=1)
     gz, gh, gx = kd.evaluate([dZ, dH, dX], {X: x, dY: d})
     np.testing.assert_array_equal(gz, 0.0)

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -241,3 +242,29 @@ print(rc)
     from conftest import gpu_ready
     if not gpu_ready():
         assert int(r.stdout.split()[-1]) in (-5, -6)  # no device: no memory (-5) or a CUDA error (-6)
+
+
+@needs_cc
+def test_a_shape_whose_bytes_overflow_is_an_error_code_not_a_crash(tmp_path):
+    n = kd.size("n")
+    X = kd.placeholder((n,), "float32", name="X")
+    Y = kd.compute((n,), lambda i: X[i] * 2, name="Y")
+    lib = kd.export.c_library([X], [Y], tmp_path / "twice", backward=False)
+    subprocess.run(lib.build["cc"], shell=True, cwd=lib.directory, check=True, capture_output=True, text=True)
+    # in a child process: before the check, the kernel ran over 2**62 elements of a 5-element buffer
+    script = f"""
+import ctypes, numpy as np
+lib = ctypes.CDLL({str(lib.directory / 'libtwice.so')!r})
+x, y = np.ones(5, np.float32), np.zeros(5, np.float32)
+P = lambda a: ctypes.c_void_p(a.ctypes.data)
+for shape, stride in (((1 << 62,), None), ((3,), (1 << 62,))):
+    sh = (ctypes.c_int64 * 1)(*shape)
+    st = (ctypes.c_int64 * 1)(*stride) if stride else None
+    bad = ctypes.c_int64(-9)
+    rc = lib.twice(P(x), sh, st, P(y), sh, None, None, ctypes.byref(bad))
+    print(rc, bad.value)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["-7 0", "-7 0"], r.stdout
+    assert "TWICE_ERR_SIZE (-7)" in lib.header.read_text()

@@ -23,7 +23,10 @@ Rules with a choice, fixed here and in docs/autodiff.md:
 
 from __future__ import annotations
 
+import warnings
+
 from .. import dtypes as dt
+from ..errors import DisconnectedInputError
 from ..ir import expr as E
 from ..ir import ops
 from ..ir.rules import forward_for_grad
@@ -32,13 +35,15 @@ from .adjoint import contribution
 from .exprs import conj, flat_index, mul, simp, subst, to_float
 
 
-def grad(outputs, wrt, dy=None, stabilize: bool = True) -> list:
+def grad(outputs, wrt, dy=None, stabilize: bool = True, disconnected_inputs: str = "raise") -> list:
     """Adjoints of `wrt` for `outputs`: `dA, dB = kd.grad(C, [A, B], dy=dC)`.
 
     `outputs`: a tensor or a list (their adjoints add up). `dy`: a tensor shaped like each
     output (its adjoint); may be left out for a scalar (shape `()`) output, which then
     counts as 1. `wrt`: placeholders or intermediate tensors of the graph; one the outputs
-    do not depend on gets a zero tensor. Returns one tensor per entry of `wrt`.
+    do not depend on (or only through integers) raises DisconnectedInputError, as
+    Theano's grad does; `disconnected_inputs='warn'` warns and `'ignore'` says nothing, both giving
+    it a zero tensor. Returns one tensor per entry of `wrt`.
 
     The graph differentiated is the forward graph after the graph rewrites (ir/rules.py:
     canonicalize, stabilize, specialize), with the tensors of `wrt` held as they are: the
@@ -79,15 +84,29 @@ def grad(outputs, wrt, dy=None, stabilize: bool = True) -> list:
                 raise TypeError(f"grad: dy {d.name} is {d.dtype} but {y.name} is {y.dtype}")
             seed = d
         seeds.setdefault(y, []).append(seed)
+    if disconnected_inputs not in ("raise", "warn", "ignore"):
+        raise ValueError(f"grad: disconnected_inputs must be 'raise', 'warn' or 'ignore', got {disconnected_inputs!r}")
     for t in wrt_list:
         if t.dtype not in dt.FLOATS:
             raise TypeError(f"grad: {t.name} is {t.dtype}; integer and bool tensors (indices, masks) "
                             f"have no gradient, leave them out of wrt")
     if not stabilize:
-        return _Reverse(outputs, wrt_list, seeds).run()
-    forward, held, restore = forward_for_grad(outputs, wrt_list)
-    seeds = {new: seeds[old] for old, new in zip(outputs, forward) if old in seeds}
-    return restore(_Reverse(forward, held, seeds).run())
+        rev = _Reverse(outputs, wrt_list, seeds)
+        grads = rev.run()
+    else:
+        forward, held, restore = forward_for_grad(outputs, wrt_list)
+        seeds = {new: seeds[old] for old, new in zip(outputs, forward) if old in seeds}
+        rev = _Reverse(forward, held, seeds)
+        grads = restore(rev.run())
+    if rev.disconnected and disconnected_inputs != "ignore":
+        names = ", ".join(wrt_list[k].name for k in rev.disconnected)
+        msg = (f"grad: the cost does not depend on {names} (or only through integers), so its gradient "
+               f"is zero by construction; pass disconnected_inputs='ignore' "
+               f"(or 'warn') to get zeros")
+        if disconnected_inputs == "raise":
+            raise DisconnectedInputError(msg)
+        warnings.warn(msg, stacklevel=2)
+    return grads
 
 
 class _Reverse:
@@ -124,7 +143,17 @@ class _Reverse:
                         self.seeds.setdefault(x, []).append(_reshape_to(dt_, x, f"d{t.name}"))
                     else:
                         self.backprop(t, dt_[t.axes])
+        outputs = set(self.seeds)
+        self.disconnected = [k for k, t in enumerate(self.wrt) if not outputs & self._reached_from(t)]
         return [self._or_zero(t) for t in self.wrt]
+
+    def _reached_from(self, t: Tensor) -> set:
+        """The float tensors computed from `t` (t included): the outputs among them depend on it."""
+        reach = {t}
+        for u in self.order:
+            if u.dtype in dt.FLOATS and any(i in reach for i in u.inputs()):
+                reach.add(u)
+        return reach
 
     def _or_zero(self, t: Tensor) -> Tensor:
         a = self.finish(t) if t in self.needed else None

@@ -47,6 +47,8 @@ ERRORS = {  # the entry points' own codes: (name, meaning; what *bad_index then 
     -4: ("ALIAS", "an output overlaps an input, another output or itself; *bad_index: its position"),
     -5: ("ALLOC", "no memory for the intermediates (pass a workspace of f_shapes' size to avoid allocating)"),
     -6: ("CUDA", "a CUDA call failed; *bad_index: the cudaError_t"),
+    -7: ("SIZE", "an array's size in bytes (its shape, or its strides' reach, times the item size) overflows "
+                 "int64; *bad_index: its position among the arguments"),
 }
 _RESERVED = re.compile(r"^(kd_|s_|st_|b_|v_|l_)|^(int|char|float|double|void|bool|const|static|return|if|else|"
                        r"for|while|do|switch|case|default|break|continue|struct|union|enum|typedef|"

@@ -91,7 +91,8 @@ def op_spec(inputs, outputs, name: str | None = None, backward: bool = True) -> 
         return OpSpec(name, forward, None, (), (), (), ())
     dys = tuple(Placeholder(f"d{outputs[j].name}", outputs[j].shape, outputs[j].dtype, new_uid()) for j in grad_out)
     from ..autodiff import grad
-    grads = grad([outputs[j] for j in grad_out], [inputs[k] for k in grad_in], dy=list(dys))
+    grads = grad([outputs[j] for j in grad_out], [inputs[k] for k in grad_in], dy=list(dys),
+                 disconnected_inputs="ignore")  # an input some outputs ignore: a zero gradient
     # the backward reads each forward output it needs from a placeholder: the saved value
     saved_ph = {y: Placeholder(y.name, y.shape, y.dtype, new_uid()) for y in outputs}
     grads, _ = map_graph(grads, replaced=saved_ph)

@@ -91,6 +91,36 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
+    # --- Python's protocols that would need values: refused, saying what to write instead
+    def _what(self) -> str:  # the user's name for an input; a computed value's name is internal
+        return f"the symbolic array {self.name}" if isinstance(self, Placeholder) else "a symbolic array"
+
+    def __bool__(self):
+        raise TypeError(f"the truth value of {self._what()} is not known until a compiled "
+                        f"function runs: use knp.where(cond, a, b) instead of `if`, & | ~ instead of and/or/not, "
+                        f"and knp.any / knp.all to reduce a condition")
+
+    def __len__(self):
+        raise TypeError(f"len() of {self._what()}: its length is a size known when the function runs; use "
+                        f"x.shape[0]")
+
+    def __iter__(self):
+        raise TypeError(f"{self._what()} cannot be iterated in Python: use knp.sum(x, axis=0) "
+                        f"instead of sum(x), and x[i] for one row")
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(f"{self._what()} has no values until a compiled function runs: build "
+                        f"one (kd.function) and call it, or kd.evaluate the expression on arrays")
+
+    def __array_ufunc__(self, ufunc, method, *args, **kwargs):
+        """numpy's operators with a symbolic operand (`ndarray + x`) build the symbolic result;
+        any other ufunc (`np.exp(x)`) names the kerneldsl.numpy function to call instead."""
+        name = _UFUNC_OPERATORS.get(ufunc.__name__)
+        if method == "__call__" and name is not None and not kwargs:
+            return array_api(name)(*args)
+        raise TypeError(f"numpy's {ufunc.__name__} cannot compute {self._what()}: use "
+                        f"knp.{ufunc.__name__}(...) (import kerneldsl.numpy as knp)")
+
     def __str__(self):
         from .printer import tensor_str
         return tensor_str(self)
@@ -98,6 +128,12 @@ class Tensor:
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}{shape_str(self.shape)} {self.dtype}>"
 
+
+_UFUNC_OPERATORS = {n: n for n in (
+    "add", "subtract", "multiply", "divide", "floor_divide", "power", "matmul", "bitwise_and", "bitwise_or",
+    "bitwise_xor", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "negative",
+    "absolute", "invert", "positive")}
+_UFUNC_OPERATORS.update(true_divide="divide", remainder="mod")
 
 _BINARY = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "divide", "floordiv": "floor_divide",
            "mod": "mod", "pow": "power", "matmul": "matmul", "and": "bitwise_and", "or": "bitwise_or",

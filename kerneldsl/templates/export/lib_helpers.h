@@ -5,6 +5,7 @@
 #define KD_ERR_ALIAS (-4)
 #define KD_ERR_ALLOC (-5)
 #define KD_ERR_CUDA (-6)
+#define KD_ERR_SIZE (-7)
 #ifndef KD_UNUSED
 #define KD_UNUSED __attribute__((unused))
 #endif
@@ -36,6 +37,20 @@ static KD_UNUSED int64_t kd_lib_count(int ndim, const int64_t *shape)
     int64_t n = 1;
     for (int d = 0; d < ndim; ++d) n = kd_lib_mul(n, shape[d]);
     return n;
+}
+
+/* The bytes an array spans (its elements, or its strides' reach, times the item size) do not fit
+   in int64: no pointer can address it, and index arithmetic on it would wrap. */
+static KD_UNUSED int kd_lib_too_big(int ndim, const int64_t *shape, const int64_t *st, int isz)
+{
+    int64_t reach = 1;
+    for (int d = 0; d < ndim; ++d) {
+        if (shape[d] == 0) return 0;
+        const int64_t s = st[d] < 0 ? (st[d] == INT64_MIN ? INT64_MAX : -st[d]) : st[d];
+        reach = kd_lib_add(reach, kd_lib_mul(s, shape[d] - 1));
+    }
+    return kd_lib_mul(kd_lib_count(ndim, shape), isz) == INT64_MAX
+        || kd_lib_mul(reach, isz) == INT64_MAX;
 }
 
 /* A shape given by the caller differs from the bound one. */
