@@ -32,7 +32,23 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {blas_kernel()}"
+
+
+def blas_kernel() -> str:
+    """The kernel numpy's OpenBLAS runs (threadpoolctl), and whether the environment holds it back:
+    OPENBLAS_CORETYPE=Haswell keeps an AVX-512 machine on AVX2 kernels; unset it (and
+    OPENBLAS_L2_SIZE) in the benchmark's command for numpy's own kernel."""
+    held = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.get(v)]
+    try:
+        import numpy  # noqa: F401 - loads OpenBLAS
+        from threadpoolctl import threadpool_info
+        kernels = [f"{d['internal_api']} {d.get('architecture')}" for d in threadpool_info()
+                   if d.get("user_api") == "blas"]
+    except ImportError:
+        kernels = ["(threadpoolctl not installed)"]
+    note = f" (held by {', '.join(held)})" if held else " (its own choice)"
+    return f"numpy BLAS: {', '.join(kernels) or 'none found'}{note}"
 
 
 def table(title: str, rows: list[tuple[str, dict]], base: str = "numpy") -> str:

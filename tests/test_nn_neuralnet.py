@@ -83,6 +83,21 @@ def test_save_and_load_params_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(third.get_all_params_values()["hidden"][0], net.get_all_params_values()["hidden"][0])
 
 
+def test_params_are_saved_to_the_name_given_and_a_bad_file_is_a_clear_error(trained, tmp_path):
+    net, X, _y = trained
+    path = tmp_path / "net.pkl"  # nolearn's usual name: written as given, not as net.pkl.npz
+    net.save_params_to(str(path))
+    assert path.exists() and not (tmp_path / "net.pkl.npz").exists()
+    other = mlp(max_epochs=0)
+    other.load_params_from(str(path))
+    np.testing.assert_array_equal(other.predict_proba(X[:5]), net.predict_proba(X[:5]))
+    for content in (b"", path.read_bytes()[:100], b"not a parameter file"):
+        bad = tmp_path / "bad.pkl"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError, match=r"bad.pkl is not a parameter file written by save_params_to"):
+            other.load_params_from(str(bad))
+
+
 def test_load_params_with_another_shape_is_a_clear_error(trained, tmp_path):
     net, _, _ = trained
     path = tmp_path / "params.npz"
@@ -179,3 +194,12 @@ def test_plot_loss(trained, tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no training history"):
         visualize.plot_loss(mlp())
+
+
+def test_nan_in_the_inputs_stops_fit_naming_the_step_and_the_parameters():
+    X, y = blobs(n=200)
+    X[::10, 3] = np.nan  # relu, tanh and softmax all propagate NaN: the loss shows it
+    net = mlp(max_epochs=3, hidden_nonlinearity=kd.nn.relu)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, batch \d+; non-finite parameters after this step: "
+                                                 r".*hidden.*inputs hold NaN"):
+        net.fit(X, y)

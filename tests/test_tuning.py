@@ -336,3 +336,18 @@ def test_the_busy_count_leaves_out_this_process_s_own_running_threads():
         stop.set()
         spin.join()
     assert seen >= 2  # the reading thread and the spinning one
+
+
+def test_an_exhausted_space_stops_the_evolutionary_search_instead_of_crashing():
+    pytest.importorskip("lightgbm")  # the cost model: the guided path breeds from the model's elite
+    import itertools
+    import random
+    ins, outs = exp_graph()
+    space = SearchSpace.of(ins, outs, kd.build(ins, outs).config)
+    s = make_strategy("evolutionary", space, seed=0)
+    points = list(itertools.product(*[range(len(d.values)) for d in space.dims]))
+    rng = random.Random(0)
+    s.seen.update(points)
+    s.update([(p, 1e-3 * (1 + rng.random())) for p in points])  # every point measured
+    assert s.model is not None and s.model.model is not None
+    assert s.propose(12) == []  # nothing left: tune's loop stops with what it measured

@@ -488,11 +488,10 @@ class NeuralNet:
             losses, sizes = [], []
             batches = self.batch_iterator_train(X_train, y_train)
             it = bar(batches, total=len(batches), desc=f"epoch {epoch}") if bar else batches
-            for Xb, yb in it:
+            for batch, (Xb, yb) in enumerate(it, 1):
                 loss = float(self.train_iter_(*self._call_args(Xb), yb))
                 if not np.isfinite(loss):
-                    raise FloatingPointError(f"NeuralNet: the training loss became {loss} at epoch {epoch}; lower "
-                                             f"update_learning_rate")
+                    raise FloatingPointError(self._non_finite(loss, epoch, batch, Xb))
                 losses.append(loss)
                 sizes.append(self._n(Xb))
                 for func in self.on_batch_finished:
@@ -549,6 +548,17 @@ class NeuralNet:
         self.initialize_layers() if not hasattr(self, "layers_") else None
         return list(self.layers_.values())
 
+    def _non_finite(self, loss, epoch: int, batch: int, Xb) -> str:
+        """Where training went non-finite: the step, the parameters it left non-finite, the inputs."""
+        bad = [p.name for p in self.get_all_params() if not np.isfinite(np.asarray(p.get_value())).all()]
+        arrays = Xb.values() if isinstance(Xb, dict) else [Xb]
+        inputs_bad = any(np.asarray(a).dtype.kind == "f" and not np.isfinite(np.asarray(a)).all() for a in arrays)
+        where = (f"non-finite parameters after this step: {', '.join(bad)}" if bad else
+                 "every parameter is still finite")
+        cause = ("the batch's inputs hold NaN or inf: clean them" if inputs_bad else
+                 "lower update_learning_rate")
+        return f"NeuralNet: the training loss became {loss} at epoch {epoch}, batch {batch}; {where}; {cause}"
+
     def get_all_params(self, **tags) -> list:
         return Lyr.get_all_params(self._output_layer(), **tags)
 
@@ -568,12 +578,7 @@ class NeuralNet:
         elif isinstance(source, dict):
             values = source
         else:
-            with np.load(source) as f:
-                values = OrderedDict()
-                for key in f.files:
-                    name, _, k = key.rpartition(".")
-                    values.setdefault(name, {})[int(k)] = f[key]
-                values = OrderedDict((n, [d[k] for k in sorted(d)]) for n, d in values.items())
+            values = _read_params(source)
         for name, vals in values.items():
             if name not in self.layers_:
                 raise ValueError(f"load_params_from: the network has no layer {name!r}; its layers: "
@@ -592,14 +597,37 @@ class NeuralNet:
                 p.set_value(np.asarray(v, dtype=p.dtype))
 
     def save_params_to(self, path) -> None:
-        """Every layer's parameters to an npz file (keys `<layer>.<k>`)."""
+        """Every layer's parameters to the file `path` (npz format, keys `<layer>.<k>`; the name is
+        kept as given, as nolearn's: load_params_from(path) reads it back)."""
         arrays = {f"{name}.{k}": v for name, vals in self.get_all_params_values().items() for k, v in enumerate(vals)}
-        np.savez(path, **arrays)
+        with open(path, "wb") as fh:  # np.savez(path) would append ".npz" to the name
+            np.savez(fh, **arrays)
 
     def __repr__(self) -> str:
         names = ", ".join(s[0] for s in self._layer_specs)
         return f"NeuralNet(layers=[{names}], update={getattr(self.update, '__name__', self.update)}, " \
                f"max_epochs={self.max_epochs}, regression={self.regression})"
+
+
+def _read_params(path) -> OrderedDict:
+    """{layer: [values]} from a file of save_params_to; a clear error naming the file otherwise."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("it holds one array, not a parameter set")
+            values = OrderedDict()
+            for key in f.files:
+                name, _, k = key.rpartition(".")
+                if not name or not k.isdigit():
+                    raise ValueError(f"its entry {key!r} is not named <layer>.<index>")
+                values.setdefault(name, {})[int(k)] = f[key]
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"load_params_from: {path} is not a parameter file written by save_params_to "
+                         f"(empty, truncated or another format: {e})") from None
+    return OrderedDict((n, [d[k] for k in sorted(d)]) for n, d in values.items())
 
 
 class _Predict:

@@ -113,6 +113,8 @@ class EvolutionarySearch(Strategy):
 
     def _children(self, parents: list, n: int) -> list:
         out = []
+        if not parents:  # every point of a small space measured: nothing to breed from
+            return out
         for _ in range(n):
             r = self.rng.random()
             if r < 0.6 or len(parents) < 2:
@@ -142,13 +144,16 @@ class EvolutionarySearch(Strategy):
                      if p not in self.seen]
             for _ in range(self.generations):  # evolve on predictions: no measurement
                 pool = list(dict.fromkeys(pool))
+                if not pool:
+                    break
                 scores = self.model.predict([self._feat(c) for c in pool])
                 ranked = [c for _, c in sorted(zip(scores, pool), key=lambda t: -t[0])]
                 elite = ranked[:max(8, self.population // 4)]
                 pool = elite + [c for c in self._children(elite, self.population) if c not in self.seen]
             pool = list(dict.fromkeys(pool))
-            scores = self.model.predict([self._feat(c) for c in pool])
-            pool = [c for _, c in sorted(zip(scores, pool), key=lambda t: -t[0])]
+            if pool:
+                scores = self.model.predict([self._feat(c) for c in pool])
+                pool = [c for _, c in sorted(zip(scores, pool), key=lambda t: -t[0])]
         else:
             self.rng.shuffle(pool)
         for c in pool:
