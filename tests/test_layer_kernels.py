@@ -180,6 +180,7 @@ def _conv_step(stride, padding, dilation):
     ((2, 2, 3, 12, 12, 3, 3), 1, 2, 2),
     ((2, 1, 6, 9, 9, 3, 3), 1, 1, 1),            # one input channel: dx is thin, the loop nest runs
     ((2, 32, 35, 7, 40, 3, 3), 2, 1, 1),
+    ((4, 3, 8, 20, 20, 3, 3), 1, 1, 1),          # dw: M, N small against K: the threads split K
 ])
 def test_convolution_forward_and_backward_match_the_reference(shape, stride, padding, dilation):
     n, ci, co, h, w, kh, kw = shape
@@ -214,3 +215,23 @@ def test_a_padded_read_in_a_vectorized_loop_is_partitioned_and_keeps_nan():
         want = kd.evaluate([Y], {X: xa, Wt: wa})[0]
         assert_same(f(xa, wa), want, what="Y")
     assert np.isnan(f(xa, np.array([np.inf, 1, 2], np.float32))[:, 0]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m, n, k", [(8, 6, 5000), (13, 40, 3001), (64, 288, 2100)])
+def test_a_contraction_with_a_deep_k_split_over_threads_matches_the_reference(dtype, m, n, k):
+    """Small M x N, deep K (a weight gradient): each thread sums a slice of K into a partial C,
+    then the partials are added and the epilogue applied."""
+    A = kd.placeholder((m, k), dtype, name="A")
+    B = kd.placeholder((k, n), dtype, name="B")
+    bias = kd.placeholder((n,), dtype, name="bias")
+    r = kd.reduce_axis(k, "r")
+    C = kd.compute((m, n), lambda i, j: kd.tanh(kd.sum(A[i, r] * B[r, j], axis=r) + bias[j]), name="C")
+    with kd.knobs(threads=2):
+        f = kd.build([A, B, bias], [C])
+    assert f.kernels[0].template == "gemm"
+    g = rng(5)
+    a, b, c = (g.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (n,)))
+    want = np.tanh((a.astype(np.float64) @ b.astype(np.float64)) / 30 + c)
+    got = f(a / np.asarray(30, dtype), b, c)
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == "float32" else 1e-10, atol=1e-5)

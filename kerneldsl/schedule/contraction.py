@@ -178,15 +178,16 @@ class GemmPlan:
                  f"#   A[m, k] = {c.a}", f"#   B[k, n] = {c.b}"]
         if "mr" in k:  # the CPU's packed GEMM
             lines += [
-                f"for work item in batch x slices of M or N:  # parallel ({k['threads'] or 'all'} threads) "
-                f"when M*N*K >= {k['parallel_min_work']}",
+                f"for work item in batch x slices of M, N or K:  # parallel ({k['threads'] or 'all'} threads) "
+                f"when M*N*K >= {k['parallel_min_work']}; K when min(M, N) * K * (threads - 1) > 4 * threads * M * N",
                 f"  for jc in range(0, N, {k['nc']}):",
                 f"    for pc in range(0, K, {k['kc']}):",
                 f"      pack B[pc:pc+{k['kc']}, jc:jc+{k['nc']}] into {k['nr']}-column slivers",
                 f"      for ic in range(0, M, {k['mc']}):",
                 f"        pack A[ic:ic+{k['mc']}, pc:pc+{k['kc']}] into {k['mr']}-row slivers",
                 f"        for jr, ir: {k['mr']}x{k['nr']} register tile += A sliver x B sliver  # FMA",
-                f"        on the last K block: {self.store_text()}",
+                f"        on the last K block: {self.store_text()}  (split K: into the thread's partial C; "
+                f"then, the partials added, tile by tile)",
                 f"# below M*N*K = {k['min_work']}, or M or N below {k['min_side']}, the loop nest:"]
             return lines + ["#   " + ln for ln in stmt_lines(kernel.body)]
         bm, bn, bk, tm, tn = (k[f"gemm_{x}"] for x in ("bm", "bn", "bk", "tm", "tn"))
