@@ -29,6 +29,7 @@ from . import numpy as knp
 from .errors import DTypeError, ShapeError
 from .frontend import DEVICES, MODES, SharedVariable, config, python_value, to_device
 from .ir import expr as E
+from .ir.printer import written
 from .ir.tensor import ComputeOp, Placeholder, SizeCheck, Tensor, map_graph, substitute_sizes, topo_order
 
 
@@ -319,8 +320,8 @@ class CompiledFunction:
             a = np.asarray(r)
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 bad = "NaN" if np.isnan(a).any() else "inf"
-                raise FloatingPointError(f"{t.name} holds {bad} (nan_guard): its kernel is "
-                                         f"{next((k.name for k in self.kernels if k.op.name == t.name), t.name)}")
+                kernel = next((k.name for k in self.kernels if k.op.name == t.name), t.name)
+                raise FloatingPointError(f"{written(t)} holds {bad} (nan_guard; computed by kernel {kernel})")
 
 
 def _as_list(result) -> list:

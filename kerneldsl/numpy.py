@@ -34,6 +34,7 @@ from . import lang as L
 from .errors import DTypeError, ShapeError
 from .ir import expr as E
 from .ir import tensor as T
+from .ir.printer import written
 from .ir.simplify import simplify
 from .ir.tensor import ComputeOp, SizeCheck, Tensor
 
@@ -74,10 +75,20 @@ def _same(a, b) -> bool:
     return a is b or simplify(a - b) is E.Const(0, "int64")
 
 
-def size_check(a_name: str, a_dim: int, a, b_name: str, b_dim: int, b, what: str) -> SizeCheck:
+def size_check(a_name, a_dim: int, a, b_name, b_dim: int, b, what: str) -> SizeCheck:
+    """The check `a == b` of two dimensions; the names are names, or the tensors themselves (the
+    message then shows each as its user wrote it: `(-y).shape[0] = 7 and log(p).shape[0] = 8`)."""
+    a_name, b_name = _label(a_name), _label(b_name)
     msg = (f"{what}: {a_name}.shape[{a_dim}] = {{a}} and {b_name}.shape[{b_dim}] = {{b}} must be equal"
            + (" (or 1)" if what == "broadcast" else ""))
     return SizeCheck(simplify(E.binary("eq", a, b)), msg, a, b)
+
+
+def _label(x) -> str:
+    if not isinstance(x, Tensor):
+        return x
+    s = written(x)
+    return f"({s})" if " " in s or s.startswith("-") else s  # (-y).shape, log(p).shape
 
 
 def broadcast_shape(arrays) -> tuple[tuple, list]:
@@ -96,9 +107,9 @@ def broadcast_shape(arrays) -> tuple[tuple, list]:
             if _same(a.shape[k], a0.shape[k0]):
                 continue
             if isinstance(a.shape[k], E.Const) and isinstance(a0.shape[k0], E.Const):
-                raise ShapeError(f"operands could not be broadcast together: {a0.name}.shape[{k0}] = "
-                                 f"{a0.shape[k0].value} and {a.name}.shape[{k}] = {a.shape[k].value}")
-            checks.append(size_check(a0.name, k0, a0.shape[k0], a.name, k, a.shape[k], "broadcast"))
+                raise ShapeError(f"operands could not be broadcast together: {_label(a0)}.shape[{k0}] = "
+                                 f"{a0.shape[k0].value} and {_label(a)}.shape[{k}] = {a.shape[k].value}")
+            checks.append(size_check(a0, k0, a0.shape[k0], a, k, a.shape[k], "broadcast"))
         shape.append(a0.shape[k0])
     return tuple(shape), checks
 
@@ -496,7 +507,7 @@ def concatenate(arrays, axis: int = 0) -> Tensor:
     for a in arrays[1:]:
         for k in range(nd):
             if k != axis and not _same(a.shape[k], arrays[0].shape[k]):
-                checks.append(size_check(arrays[0].name, k, arrays[0].shape[k], a.name, k, a.shape[k], "concatenate"))
+                checks.append(size_check(arrays[0], k, arrays[0].shape[k], a, k, a.shape[k], "concatenate"))
     starts, total = [], E.Const(0, "int64")
     for a in arrays:
         starts.append(total)
@@ -602,7 +613,7 @@ def matmul(a, b) -> Tensor:
         raise ShapeError("matmul: operands must have at least one dimension (use * for scalars)")
     va, vb = a.ndim == 1, b.ndim == 1
     k_a, k_b = a.shape[-1], b.shape[0] if vb else b.shape[-2]
-    checks = [] if _same(k_a, k_b) else [size_check(a.name, a.ndim - 1, k_a, b.name, builtins.max(b.ndim - 2, 0),
+    checks = [] if _same(k_a, k_b) else [size_check(a, a.ndim - 1, k_a, b, builtins.max(b.ndim - 2, 0),
                                                     k_b, "matmul")]
     if isinstance(k_a, E.Const) and isinstance(k_b, E.Const) and k_a.value != k_b.value:
         raise ShapeError(f"matmul: {a.name} has {k_a.value} columns but {b.name} has {k_b.value} rows")
@@ -649,7 +660,7 @@ def tensordot(a, b, axes=2) -> Tensor:
     ax_a, ax_b = [k % a.ndim for k in ax_a], [k % b.ndim for k in ax_b]
     if len(ax_a) != len(ax_b):
         raise ValueError("tensordot: the two axis lists must have the same length")
-    checks = [size_check(a.name, i, a.shape[i], b.name, j, b.shape[j], "tensordot")
+    checks = [size_check(a, i, a.shape[i], b, j, b.shape[j], "tensordot")
               for i, j in zip(ax_a, ax_b) if not _same(a.shape[i], b.shape[j])]
     free_a = [k for k in range(a.ndim) if k not in ax_a]
     free_b = [k for k in range(b.ndim) if k not in ax_b]

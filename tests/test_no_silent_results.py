@@ -132,3 +132,15 @@ def test_debug_mode_checks_a_training_step_with_its_updates():
         train = kd.function([x, y], xent.mean(), updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)], mode=mode)
         steps[mode] = [float(train(*data)) for _ in range(3)] + list(w.get_value())
     np.testing.assert_allclose(steps["DEBUG"], steps["FAST_RUN"], rtol=1e-6)
+
+
+def test_errors_name_the_users_values_not_internal_nodes():
+    y, p = kd.vector("y"), kd.vector("p")
+    f = kd.function([y, p], -y * knp.log(p))
+    with pytest.raises(kd.ShapeError, match=r"broadcast: \(-y\)\.shape\[0\] = 7 and log\(p\)\.shape\[0\] = 8"):
+        f(np.ones(7, np.float32), np.ones(8, np.float32))
+    g = kd.function([p], knp.log(p) - 1, nan_guard=True)
+    with pytest.raises(FloatingPointError, match=r"log\(p\) - 1\.0 holds NaN"):
+        g(np.array([-1.0], np.float32))
+    with pytest.raises(ValueError, match=r"grad: output exp\(p\) \* 2\.0 has shape"):
+        kd.grad(knp.exp(p) * 2, p)

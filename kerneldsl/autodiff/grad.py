@@ -29,6 +29,7 @@ from .. import dtypes as dt
 from ..errors import DisconnectedInputError
 from ..ir import expr as E
 from ..ir import ops
+from ..ir.printer import written
 from ..ir.rules import forward_for_grad
 from ..ir.tensor import ComputeOp, Tensor, new_uid, shape_str, topo_order
 from .adjoint import contribution
@@ -67,10 +68,10 @@ def grad(outputs, wrt, dy=None, stabilize: bool = True, disconnected_inputs: str
     seeds = {}
     for y, d in zip(outputs, dys):
         if y.dtype not in dt.FLOATS:
-            raise TypeError(f"grad: output {y.name} is {y.dtype}; only float outputs have gradients")
+            raise TypeError(f"grad: output {written(y)} is {y.dtype}; only float outputs have gradients")
         if d is None:
             if y.ndim:
-                raise ValueError(f"grad: output {y.name} has shape {shape_str(y.shape)}; give its adjoint "
+                raise ValueError(f"grad: output {written(y)} has shape {shape_str(y.shape)}; give its adjoint "
                                  f"as dy= (a placeholder shaped like it), or reduce it to a scalar first")
             seed = E.const(1.0, y.dtype)
         else:

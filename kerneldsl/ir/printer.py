@@ -99,3 +99,32 @@ def tensor_str(t) -> str:
         elif isinstance(n, ComputeOp):
             lines.append(tensor_line(n))
     return "\n".join(lines)
+
+
+def written(t, limit: int = 60) -> str:
+    """A tensor as its user wrote it, for messages: an input's or a named op's name, and a value
+    kerneldsl.numpy computed (named `negative6` inside) as the expression of what it came from,
+    numpy-style (`-y * log(p)`), shortened past `limit` characters."""
+    import re
+
+    from .tensor import ComputeOp
+    memo: dict = {}
+
+    def text(u) -> tuple[str, int]:
+        if u in memo:
+            return memo[u]
+        auto = isinstance(u, ComputeOp) and u.tag and re.fullmatch(re.escape(u.tag) + r"\d+", u.name)
+        if not auto:
+            out = (u.name, 9)
+        else:
+            def node(n, kids):
+                if isinstance(n, E.Load):
+                    return text(n.tensor)
+                if isinstance(n, E.Reduce):
+                    return f"{n.combiner}({kids[0][0]})", 9
+                return _node(n, kids, _default_names)
+            out = E.fold(u.body, node)
+        memo[u] = out
+        return out
+    s = text(t)[0]
+    return s if len(s) <= limit else s[:limit - 3] + "..."
