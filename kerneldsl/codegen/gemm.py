@@ -112,7 +112,7 @@ class _Printer:
                            *(f"{lo} = kd_max_i64({lo}, ({b}) - kd_base{L});" for b in los),
                            *(f"{hi} = kd_min_i64({hi}, ({b}) - kd_base{L});" for b in his),
                            f"{lo} = kd_min_i64({lo}, {run});", f"{hi} = kd_max_i64({hi}, {lo});",
-                           *chunks(0, lo, zero), *chunks(lo, hi, body), *chunks(hi, run, zero)]
+                           *loop(0, lo, zero, pragma), *chunks(lo, hi, body), *loop(hi, run, zero, pragma)]
         if not outer:  # one axis: one run
             out = [f"{{ const int64_t kd_base{L} = {vi};", *inner_loops, "}"]
         else:
@@ -211,7 +211,8 @@ class _Printer:
                 "    for (int64_t kd_k = 0; kd_k < kd_kc; ++kd_k) {",
                 *("        " + ln for ln in per_k), "    }", "}"]
 
-    def store(self) -> list[str]:
+    def store(self, final: bool = False) -> list[str]:
+        """The tile into C; `final`: the one store of a finished tile (split K's last pass)."""
         c, st = self.c, self.plan.store
         p, T = self.p, self.T
         idx = p.index(st.buffer, st.indices)
@@ -231,6 +232,8 @@ class _Printer:
         last_first = [f"const {T} kd_acc = {tile};", f"{cbuf} = {epi};"]
         last_more = [f"const {T} kd_acc = {cbuf} + {tile};", f"{cbuf} = {epi};"]
         partial = [f"{cbuf} = kd_first ? {tile} : {cbuf} + {tile};"]
+        if final:
+            return [*self.decode(c.n, "kd_jc + kd_jr"), *self.save(c.n, "tn"), *both(last_first, simd)]
         return [*self.decode(c.n, "kd_jc + kd_jr"), *self.save(c.n, "tn"),
                 "if (kd_last && kd_first) {", *_ind(both(last_first, simd)),
                 "} else if (kd_last) {", *_ind(both(last_more, simd)),
@@ -239,7 +242,7 @@ class _Printer:
     def pieces(self, cond: str | None) -> dict:
         return {"cond": cond, "decode_batch": "\n".join(self.decode(self.c.batch, "kd_bi")),
                 "pack_a": "\n".join(self.pack_a()), "pack_b": "\n".join(self.pack_b()),
-                "store": "\n".join(self.store())}
+                "store": "\n".join(self.store()), "store_final": "\n".join(self.store(final=True))}
 
 
 def _ind(lines: list[str]) -> list[str]:
