@@ -204,6 +204,16 @@ class SharedVariable(Placeholder):
     def value(self):
         return self.box[0]
 
+    def __getstate__(self) -> dict:
+        """Pickled with its value (on the host); the lock is the process's own."""
+        state = dict(self.__dict__)
+        del state["lock"]
+        state["box"] = [self.get_value(borrow=True)]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.RLock())
+
     def __repr__(self) -> str:
         v = self.box[0]
         return f"<shared {self.name} {getattr(v, 'shape', ())} {self.dtype}>"

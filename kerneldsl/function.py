@@ -92,12 +92,18 @@ class CompiledFunction:
         if givens:
             graph = self._substitute(graph, givens)
         self._check_inputs(inputs, graph, on_unused_input)
+        self._compile(inputs, graph, len(outs), targets, name, nan_guard)
+
+    def _compile(self, inputs, graph, n_outputs: int, targets, name, nan_guard: bool) -> None:
+        """Build the module of `graph` (the outputs, then the updates' new values)."""
+        # what a pickle keeps: the graph as built, so that loading renders the same source
+        self._state = (tuple(inputs), tuple(graph), n_outputs, tuple(targets), self.single, self.mode, self.device,
+                       name, nan_guard)
         order = topo_order(graph)
         shared = [t for t in order if isinstance(t, SharedVariable)]
         shared += [v for v in targets if v not in shared]  # updated, not read: its shape still binds the check
         self.inputs, self.shared, self.updated = tuple(inputs), tuple(shared), tuple(targets)
-        self.outputs = tuple(graph[:len(outs)])
-        self.update_values = tuple(graph[len(outs):])
+        self.outputs, self.update_values = tuple(graph[:n_outputs]), tuple(graph[n_outputs:])
         unique = list(dict.fromkeys(graph))  # an array listed twice is built once
         self._where = [unique.index(t) for t in graph]
         from .pipeline import build
@@ -126,8 +132,9 @@ class CompiledFunction:
         elif fast is not None:
             self._into = fast(fastcall.TUPLE, _as_tuple)
         self._update_slots = [unique.index(t) for t in self.update_values]
-        # one lock per shared variable, taken in creation order (no two calls wait on each other)
-        self._locks = tuple(v.lock for v in sorted(self.shared, key=lambda v: v.uid))
+        # one lock per shared variable, taken in one order for the whole process (by the lock's
+        # address: an unpickled copy of a variable shares its uid), so no two calls wait on each other
+        self._locks = tuple(sorted((v.lock for v in self.shared), key=id))
         if self.device == "cuda":  # shared values live in GPU memory: calls read them in place
             for var in self.shared:
                 var.box[0] = to_device(var.box[0])
@@ -253,6 +260,11 @@ class CompiledFunction:
             return outs[0]
         return outs
 
+    def __reduce__(self):
+        """Pickles as the graph it was built from (shared variables with their values); loading
+        builds it again, from the disk cache when this machine compiled it before."""
+        return _restore, self._state
+
     # --- what it is ------------------------------------------------------------------------------
     @property
     def kernels(self):
@@ -322,6 +334,13 @@ class CompiledFunction:
                 bad = "NaN" if np.isnan(a).any() else "inf"
                 kernel = next((k.name for k in self.kernels if k.op.name == t.name), t.name)
                 raise FloatingPointError(f"{written(t)} holds {bad} (nan_guard; computed by kernel {kernel})")
+
+
+def _restore(inputs, graph, n_outputs, targets, single, mode, device, name, nan_guard) -> CompiledFunction:
+    f = CompiledFunction.__new__(CompiledFunction)
+    f.single, f.mode, f.device = single, mode, device
+    f._compile(list(inputs), list(graph), n_outputs, targets, name, nan_guard)
+    return f
 
 
 def _as_list(result) -> list:

@@ -144,3 +144,93 @@ def test_errors_name_the_users_values_not_internal_nodes():
         g(np.array([-1.0], np.float32))
     with pytest.raises(ValueError, match=r"grad: output exp\(p\) \* 2\.0 has shape"):
         kd.grad(knp.exp(p) * 2, p)
+
+
+# --- persistence: functions, built modules and fitted nets pickle (as Theano's and nolearn's do) ---
+def _step():
+    x, y = kd.matrix("x"), kd.vector("y")
+    w = kd.shared(np.full(3, 0.5, np.float32), name="w")
+    cost = knp.mean((knp.tanh(x @ w) - y) ** 2)
+    gw, = kd.grad(cost, [w])
+    return w, kd.function([x, y], cost, updates=[(w, w - 0.5 * gw)])
+
+
+def test_a_pickled_function_keeps_its_graph_and_shared_values_and_trains_on():
+    import pickle
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((6, 3), np.float32), rng.random(6, np.float32)
+    w, f = _step()
+    f(X, Y)
+    g = pickle.loads(pickle.dumps(f))
+    (w2,) = g.shared
+    assert w2 is not w and w2.name == "w" and np.array_equal(w2.get_value(), w.get_value())
+    assert g(X, Y) == f(X, Y)  # one more step each, from the same value
+    assert np.array_equal(w2.get_value(), w.get_value())
+    g(X, Y)
+    assert not np.array_equal(w2.get_value(), w.get_value())  # the copy has its own value
+    threads = [threading.Thread(target=lambda: [g(X, Y) for _ in range(20)]) for _ in range(3)]
+    for t in threads:  # its lock is a new one, and works
+        t.start()
+    for t in threads:
+        t.join()
+    assert g.mode == f.mode and len(g.kernels) == len(f.kernels)
+
+
+def test_a_function_unpickled_in_a_new_process_is_built_from_the_disk_cache(tmp_path):
+    import os
+    import pickle
+    import subprocess
+    import sys
+    w, f = _step()
+    path = tmp_path / "step.pkl"
+    path.write_bytes(pickle.dumps(f))
+    script = ("import pickle, sys, numpy as np\n"
+              "from kerneldsl.runtime import cache\n"
+              "g = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+              "g(np.ones((2, 3), np.float32), np.ones(2, np.float32))\n"
+              "print(cache.stats.compiles, g.shared[0].get_value().tolist())\n")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                         env=dict(os.environ), timeout=300)
+    assert out.returncode == 0, out.stderr
+    compiles, value = out.stdout.split(" ", 1)
+    assert compiles == "0" and value.strip() != str([0.5, 0.5, 0.5])
+
+
+def test_a_built_module_pickles_and_refuses_another_vector_width(monkeypatch):
+    import pickle
+    from dataclasses import replace
+
+    from kerneldsl.target import Target
+    a = kd.placeholder((4, 3), name="a")
+    f = kd.build([a], [knp.exp(a) + 1])
+    data = np.arange(12, dtype=np.float32).reshape(4, 3)
+    text = pickle.dumps(f)
+    assert np.array_equal(pickle.loads(text)(data), f(data))
+    here = Target.detect("c")
+    other = replace(here, isa="avx2" if here.isa != "avx2" else "avx512",
+                    vector_bytes=32 if here.vector_bytes != 32 else 64)
+    monkeypatch.setattr(Target, "detect", staticmethod(lambda kind="c": other))
+    with pytest.raises(RuntimeError, match="compiled for .* build it again"):
+        pickle.loads(text)
+
+
+def test_a_fitted_net_pickles_predicts_the_same_and_fits_on():
+    import pickle
+
+    from kerneldsl.nn import NeuralNet
+    from kerneldsl.nn import layers as L
+    from kerneldsl.nn import nonlinearities as N
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 5), np.float32)
+    y = (X[:, 0] > 0.5).astype(np.int32)
+    net = NeuralNet([(L.InputLayer, {"shape": (None, 5)}), (L.DenseLayer, {"num_units": 4}),
+                     (L.DenseLayer, {"num_units": 2, "nonlinearity": N.softmax})],
+                    update_learning_rate=0.1, max_epochs=2)
+    net.fit(X, y)
+    copy = pickle.loads(pickle.dumps(net))
+    assert np.array_equal(copy.predict_proba(X), net.predict_proba(X))
+    assert len(copy.train_history_) == 2
+    copy.fit(X, y, epochs=1)  # its functions update its own parameters, with the momentum it had
+    net.fit(X, y, epochs=1)
+    np.testing.assert_allclose(copy.predict_proba(X), net.predict_proba(X), rtol=1e-5)
+    assert copy.get_all_params()[0] is not net.get_all_params()[0]

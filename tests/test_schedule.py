@@ -227,3 +227,27 @@ def test_a_loop_both_parallel_and_simd_runs_in_blocks_of_the_knob():
             np.testing.assert_allclose(f(v), want, rtol=1e-5)
             np.testing.assert_allclose(f(v[::-1]), want[::-1], rtol=1e-5)  # strided: the other copy of the nest
             np.testing.assert_allclose(g(v), v.astype(np.float64).sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_partition_by_hand_replays_from_its_trace_and_refuses_a_loop_without_a_range_test():
+    n = kd.size("n")
+    X = kd.placeholder((n,), name="X")
+    Y = kd.compute((n,), lambda i: kd.where((i - 2 >= 0) & (i + 1 < n), X[i - 2] + X[i + 1], 0.5), name="Y")
+    s = kd.schedule(Y, [X])
+    s.template(Y, "loops")
+    (i,) = s.loops(Y)
+    s.partition(i)
+    text = str(s)
+    assert "i_lo in range" in text and "i_in in range" in text and "i_hi in range" in text, text
+    f = kd.build([X], [Y], schedule=s)
+    again = kd.build([X], [Y], schedule=kd.schedule(Y, [X], trace=kd.Trace.from_json(s.trace.to_json())))
+    for size in (0, 1, 3, 4, 11):
+        x = np.arange(size, dtype=np.float32)
+        want = kd.evaluate([Y], {X: x})[0]
+        np.testing.assert_array_equal(f(x), want)
+        np.testing.assert_array_equal(again(x), want)
+    Z = kd.compute((n,), lambda i: X[i] * 2, name="Z")
+    s2 = kd.schedule(Z, [X])
+    s2.template(Z, "loops")
+    with pytest.raises(kd.ScheduleError, match="selects on no range"):
+        s2.partition(s2.loops(Z)[0])

@@ -94,6 +94,11 @@ class Function:
         calls = fn(out)
         return list(out)[:len(self.module.kernels)], calls
 
+    def __reduce__(self):
+        """Pickles as its module and C source; loading compiles that source (a disk-cache hit
+        where this machine built it before), so the loaded function runs the same code."""
+        return _load_function, (self.module, self.source, self.inputs, self.outputs, self.config)
+
     def __repr__(self) -> str:
         ins = ", ".join(t.name for t in self.inputs)
         outs = ", ".join(t.name for t in self.outputs)
@@ -307,3 +312,14 @@ def self_overlapping(a: np.ndarray) -> bool:
             return True
         span = st * (n - 1) + span
     return False
+
+
+def _load_function(module, source, inputs, outputs, config) -> Function:
+    from ..target import Target
+    from .build import compile_c
+    built, here = config.target, Target.detect("c")
+    if (built.isa, built.vector_bytes) != (here.isa, here.vector_bytes):
+        raise RuntimeError(f"this kerneldsl function was compiled for {built.isa} ({8 * built.vector_bytes}-bit "
+                           f"vectors) and this machine is {here.isa} ({8 * here.vector_bytes}-bit): build it "
+                           f"again from its graph here (kd.build(inputs, outputs); a kd.function pickle does)")
+    return Function(module, compile_c(source, built, name=outputs[0].name), source, inputs, outputs, config)
