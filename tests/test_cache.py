@@ -467,6 +467,45 @@ def test_least_recently_used_entries_are_evicted(cache, monkeypatch):
     assert not again.from_cache and add(again) == 5
 
 
+def test_the_folder_stays_within_its_bound_after_every_build_even_when_everything_is_held(cache, monkeypatch):
+    monkeypatch.setenv("KERNELDSL_CACHE_LOADED", "64")  # every entry stays in memory
+    first = compile_c(unique_add(), flags=("-O0",))
+    d = build.cache_dir()
+    size = sum(f.stat().st_size for f in entry_files(d, first.key))
+    limit = int(3.5 * size)
+    monkeypatch.setenv("KERNELDSL_CACHE_MAX", str(limit))
+    sources = [unique_add() for _ in range(8)]
+    entries = [first]
+    for src in sources:
+        entries.append(compile_c(src, flags=("-O0",)))
+        assert sum(f.stat().st_size for f in d.iterdir()) <= limit
+    assert (d / f"{entries[-1].key}.json").exists()  # the newest stays
+    assert all(add(e) == 5 for e in entries)  # a held library whose files went stays loaded
+    clear_memory_cache()
+    assert not compile_c(sources[0], flags=("-O0",)).from_cache  # evicted, so built again
+
+
+def test_deleted_functions_unload_their_libraries_without_the_garbage_collector(monkeypatch):
+    import numpy as np
+
+    import kerneldsl as kd
+    import kerneldsl.numpy as knp
+    monkeypatch.setenv("KERNELDSL_CACHE_LOADED", "2")
+    gc.collect()
+    before = len(C._loaded_paths())
+    gc.disable()
+    try:
+        for k in range(6):
+            a = kd.placeholder((3,), name="a")
+            f = kd.build([a], [knp.exp(a) * (k + 0.25)])
+            f(np.ones(3, np.float32))
+            f.calls  # noqa: B018 - a profile lookup must not tie the library to itself either
+            del f
+        assert len(C._loaded_paths()) <= before + 2  # what the memory layer holds, no more
+    finally:
+        gc.enable()
+
+
 # --- trust ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change", ["foreign_so", "foreign_json", "other_writable_so", "group_writable_json"])
@@ -581,3 +620,10 @@ def test_unreferenced_libraries_are_closed(cache):
     # a library maps about 5 regions: were the 60 kept open, the process would have ~300 more
     assert after - before < 40, (before, after)
     assert ours <= 4 * 6, ours  # only the 4 libraries of the memory layer are still mapped
+
+
+def test_the_c_call_path_builds_here():
+    # its absence is silent by design (calls take the Python path), so a broken fastcall.c must
+    # fail here rather than only slow every call down
+    from kerneldsl.runtime import fastcall
+    assert fastcall._module() is not None

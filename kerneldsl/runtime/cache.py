@@ -11,7 +11,8 @@ is written last, so it commits the entry; every file lands through `os.replace`,
 sees half a file; builds of one key are serialised across processes by `<key>.lock`; an entry
 that fails its checks is deleted and rebuilt under that lock. In memory, the last
 `loaded_limit()` entries are kept (a hit there touches no disk); a library nothing references
-any more is dlclosed. Trust: the folder and each entry's files must be the user's own and not
+any more is dlclosed. The folder stays within `max_bytes()` after every build (least recently
+used entries go first). Trust: the folder and each entry's files must be the user's own and not
 writable by anyone else; the sha256 catches corruption, not an attacker who can write there.
 """
 
@@ -177,6 +178,11 @@ class _Memory:
         with self._lock:
             return set(self._items)
 
+    def path_keys(self) -> set[str]:
+        """Entries whose product is a path still to be used (not a loaded library)."""
+        with self._lock:
+            return {k for k, v in self._items.items() if isinstance(v, Artifact)}
+
     def __contains__(self, key: str) -> bool:
         return key in self.keys()
 
@@ -189,6 +195,7 @@ stats = BuildStats()
 _memory = _Memory()
 _tidied: set[Path] = set()  # folders this process has swept for litter
 _builds = 0  # builds (or waits for another process's build) in this process, to space out size checks
+_sizes: dict[Path, int] = {}  # a folder's size at its last scan, plus what this process built since
 
 
 def clear_memory_cache() -> None:
@@ -223,18 +230,30 @@ def get(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
             found = _open(d, key, recipe, make, repair=True)
             if found is None:
                 found = _build(d, key, recipe, make)
-        _memory.put(key, found)  # first: an entry held in memory is never evicted
-        _after_build(d)
+        _memory.put(key, found)
+        _after_build(d, key, recipe)
     return found
 
 
-def _after_build(d: Path) -> None:
-    """Sweep litter at this process's first build in `d`; check the size then and every EVICT_EVERY."""
+def _after_build(d: Path, key: str, recipe: Recipe) -> None:
+    """Keep the folder within max_bytes() after a build: sweep litter at this process's first
+    build in `d`; rescan the folder then, every EVICT_EVERY builds (other processes add entries
+    too) and whenever this process's own builds since the last scan would pass the bound."""
     global _builds
     _builds += 1
-    if d not in _tidied or _builds % EVICT_EVERY == 0:
-        _tidy(d, sweep=d not in _tidied)
+    grown = _sizes.get(d, 0) + sum(_size(d / f"{key}{end}") for end in (recipe.src_suffix, recipe.suffix, ".json"))
+    if d not in _tidied or _builds % EVICT_EVERY == 0 or grown > max_bytes():
+        _sizes[d] = _tidy(d, sweep=d not in _tidied)
         _tidied.add(d)
+    else:
+        _sizes[d] = grown
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 # --- disk entries ---------------------------------------------------------------------------------
@@ -508,9 +527,12 @@ def _release(path: Path, fd: int) -> None:
         os.close(fd)
 
 
-def _tidy(d: Path, sweep: bool) -> None:
+def _tidy(d: Path, sweep: bool) -> int:
     """Remove litter of killed builds (with `sweep`), then evict least recently used entries
-    while the folder is over max_bytes(). Entries being built or loaded here are left alone."""
+    while the folder is over max_bytes(); the folder's size after. Entries this process holds
+    count as the most recently used (a hit in memory touches no disk), and a held library's files
+    may go (it stays loaded); never an entry being built, nor one whose path is still to be used
+    (an object file or cubin in the memory layer)."""
     limit, now = max_bytes(), time.time()
     size: Counter[str] = Counter()
     used: dict[str, float] = {}  # key -> newest mtime of its files (the json is touched on each hit)
@@ -528,13 +550,14 @@ def _tidy(d: Path, sweep: bool) -> None:
         used[key] = max(used.get(key, 0.0), st.st_mtime)
     total = sum(size.values())
     if total <= limit:
-        return
-    held = _held_keys()
-    for key in sorted(used, key=used.__getitem__):
+        return total
+    held, paths = _held_keys(), _memory.path_keys()
+    for key in sorted(used, key=lambda k: (k in held, used[k])):
         if total <= limit:
             break
-        if key not in held and _remove_entry(d, key):
+        if key not in paths and _remove_entry(d, key):
             total -= size[key]
+    return total
 
 
 def _remove_entry(d: Path, key: str, only: str | None = None) -> bool:
@@ -601,6 +624,15 @@ def load_library(path: str) -> ctypes.CDLL:
             except OSError:  # not loaded by this library
                 pass
     return lib
+
+
+def function_of(lib: ctypes.CDLL, name: str, restype, *argtypes):
+    """`lib`'s function `name` as a pointer made from its address. ctypes' own (`lib.name`,
+    `lib[name]`) refers to itself, a cycle that keeps the library loaded until the garbage
+    collector runs; this one holds no reference to `lib`: its caller keeps the library alive
+    while it may be called."""
+    address = ctypes.addressof(ctypes.c_char.in_dll(lib, name))
+    return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
 def _loaded_paths() -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import weakref
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ..ir.lower import Module, NegativeShape
 from ..ir.tensor import SizeCheck
 from ..shapes import as_input_array, bind_sizes, concrete_shape, eval_int, shape_function
 from . import fastcall
+from .cache import function_of
 
 _DUMMY = np.zeros(8, dtype=np.float64)  # stands in for the data pointer of empty arrays
 _DUMMY_PTR = _DUMMY.ctypes.data
@@ -34,9 +36,8 @@ class Function:
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         self.config = config  # the kd.Config this function was built from
         self._lib = compiled.lib  # kept: the library is closed when nothing holds it
-        self._entry = self._lib.kd_entry
-        self._entry.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-        self._entry.restype = ctypes.c_int
+        self._entry = function_of(self._lib, "kd_entry", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_void_p)
         tensors = module.tensors
         self._temps = [tensors[b] for b in module.temps]
         self._nbufs = len(module.buffers)
@@ -51,15 +52,23 @@ class Function:
         from . import fastcall
         if getattr(self, "_entry", None) is None:  # a GPU function launches through its driver
             return None
-        holder = []
+        # No reference cycle, so that a deleted function unloads its library at once: the call
+        # path holds the library (its entry must stay mapped) and this function and itself weakly.
+        me, holder = weakref.ref(self), []
 
         def slow(*args, out=None):
-            result = self._call(args, out, holder[0] if holder else None)
+            f = me()
+            if f is None:
+                raise ReferenceError("the kerneldsl function of this call path was deleted")
+            result = f._call(args, out, holder[0]() if holder else None)
             return convert(result) if convert is not None else result
-        fc = fastcall.make(ctypes.cast(self._entry, ctypes.c_void_p).value, slow,
+        slow.library = self._lib
+        address = ctypes.c_void_p.from_address(ctypes.addressof(self._entry)).value
+        fc = fastcall.make(address, slow,
                            [p.dtype for p in self.inputs], [p.ndim for p in self.inputs], self._out_dtypes[:self._nout],
                            [t.ndim for t in self.outputs], len(self._temps), returns)
-        holder.append(fc)
+        if fc is not None:
+            holder.append(weakref.ref(fc))
         return fc
 
     @property
@@ -77,19 +86,24 @@ class Function:
     @property
     def calls(self) -> int:
         """Calls of a function built with profile=True."""
-        fn = getattr(self._lib, "kd_profile", None) if hasattr(self._lib, "kd_profile") else None
-        return int(self._profile_read()[1]) if fn is not None else 0
+        return int(self._profile_read()[1]) if self._profiled() else 0
 
     def kernel_times(self) -> dict:
         """Seconds spent in each kernel so far (a function built with profile=True)."""
-        if not hasattr(self._lib, "kd_profile"):
+        if not self._profiled():
             raise ValueError("kernel_times: build with profile=True (kd.function(..., mode='PROFILE'))")
         seconds, _ = self._profile_read()
         return {k.name: s for k, s in zip(self.module.kernels, seconds)}
 
+    def _profiled(self) -> bool:
+        try:
+            ctypes.c_char.in_dll(self._lib, "kd_profile")
+        except ValueError:  # no such symbol
+            return False
+        return True
+
     def _profile_read(self):
-        fn = self._lib.kd_profile
-        fn.restype = ctypes.c_longlong
+        fn = function_of(self._lib, "kd_profile", ctypes.c_longlong, ctypes.c_void_p)
         out = (ctypes.c_double * max(len(self.module.kernels), 1))()
         calls = fn(out)
         return list(out)[:len(self.module.kernels)], calls

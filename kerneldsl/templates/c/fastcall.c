@@ -13,6 +13,7 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@ typedef struct {
     PyObject *temps;      /* a tuple of the temporaries' arrays */
     void **ptrs;
     Py_ssize_t n_sig, n_dims;
+    PyObject *weakrefs;   /* the slow path refers to its caller weakly: no cycle holds a library */
 } FastCall;
 
 static void fc_forget(FastCall *self)
@@ -65,6 +67,8 @@ static int fc_clear(FastCall *self)
 static void fc_dealloc(FastCall *self)
 {
     PyObject_GC_UnTrack(self);
+    if (self->weakrefs)
+        PyObject_ClearWeakRefs((PyObject *)self);
     fc_forget(self);
     Py_XDECREF(self->slow);
     PyMem_Free(self->in_type); PyMem_Free(self->in_ndim);
@@ -339,6 +343,7 @@ static PyTypeObject FastCallType = {
     .tp_name = "kerneldsl_fastcall.FastCall",
     .tp_basicsize = sizeof(FastCall),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_weaklistoffset = offsetof(FastCall, weakrefs),
     .tp_traverse = (traverseproc)fc_traverse,
     .tp_clear = (inquiry)fc_clear,
     .tp_new = PyType_GenericNew,
