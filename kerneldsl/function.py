@@ -275,6 +275,10 @@ class CompiledFunction:
     def module(self):
         return self._fn.module
 
+    def thread_choices(self) -> list:
+        """How its calls chose their threads (kerneldsl.Function.thread_choices); [] on a GPU."""
+        return self._fn.thread_choices() if hasattr(self._fn, "thread_choices") else []
+
     @property
     def config(self):
         return self._fn.config

@@ -158,7 +158,8 @@ class CPrinter:
         v, b, n = self.name(s.var), self.simd_block, self.expr(s.extent)
         blk, lane, size = f"kd_blk_{v}", f"kd_lane_{v}", f"kd_size_{v}"
         # the SIMD loop counts from 0 to at most b: gcc vectorizes that form best (measured)
-        return [f"{indent}#pragma omp parallel for schedule(static) if ({work} >= {self.parallel_min_work})",
+        return [f"{indent}#pragma omp parallel for schedule(static) num_threads(kd_team) "
+                f"if ({work} >= {self.parallel_min_work})",
                 f"{indent}for (int64_t {blk} = 0; {blk} < ({n} + {b - 1}) / {b}; ++{blk}) {{",
                 f"{indent}    const int64_t {size} = {n} - {blk} * {b} < {b} ? {n} - {blk} * {b} : {b};",
                 f"{indent}    #pragma omp simd",
@@ -194,7 +195,7 @@ class CPrinter:
                     return self._blocked_loop(s, indent, work)
                 simd = " simd" if _innermost(s) and straight_line(s.body) else ""
                 out.append(f"{indent}#pragma omp parallel for{simd} schedule(static){self._reduction_clause(s)} "
-                           f"if ({work} >= {self.parallel_min_work})")
+                           f"num_threads(kd_team) if ({work} >= {self.parallel_min_work})")
             elif s.kind == "unrolled":
                 out.append(f"{indent}#pragma GCC unroll 16")
             elif s.kind == "vectorized":
@@ -271,9 +272,12 @@ class KernelSummary:
 
     def threads(self) -> str:
         k = self.kernel
+        # a count of 0 is the entry's per-call choice (templates/c/team.h)
+        per_call = " (one instead on a call where that ran faster)"
         if k.template == "gemm":
-            n = k.knobs.get("threads") or self.target.cores
-            return f"{n} thread(s) when M*N*K >= {k.knobs['parallel_min_work']}"
+            n = k.knobs.get("threads")
+            return (f"{n or self.target.cores} thread(s) when M*N*K >= {k.knobs['parallel_min_work']}"
+                    f"{'' if n else per_call}")
         par = [lp for lp in walk(k.body) if isinstance(lp, For) and lp.kind == "parallel"]
         if not par:
             return "one thread"
@@ -281,7 +285,7 @@ class KernelSummary:
         blocks = f" in SIMD blocks of {k.knobs['simd_block']}" if k.knobs.get("simd_block") and simd_blocked(par[0]) \
             else ""
         return (f"loop {par[0].var.name} over {self.target.cores} thread(s){blocks} when {work} >= "
-                f"{k.knobs.get('parallel_min_work', CPrinter.parallel_min_work)}")
+                f"{k.knobs.get('parallel_min_work', CPrinter.parallel_min_work)}{per_call}")
 
     def summary(self) -> str:
         k = self.kernel
@@ -406,6 +410,13 @@ def render(module: Module, target, version: str, printer_cls=CPrinter, profile: 
     entry_prologue = [f"const int64_t {names[s]} = kd_meta[{size_pos[s]}];"
                       for s in module.sizes if s in entry_used]
     prelude = environment().get_template("c/prelude.h").render()
+    team = environment().get_template("c/team.h").render() if any(map(_parallel, module.kernels)) else ""
+    n_meta = len(module.sizes) + sum(b.ndim for b in module.buffers)
     return environment().get_template("c/module.c.j2").render(
         version=version, prelude=prelude, kernels=kernels, checks=checks, entry_prologue=entry_prologue,
-        profile=profile)
+        profile=profile, team=team, n_meta=n_meta)
+
+
+def _parallel(k) -> bool:
+    """Whether a kernel runs parallel regions (on the entry's kd_team threads)."""
+    return k.template == "gemm" or any(isinstance(s, For) and s.kind == "parallel" for s in walk(k.body))

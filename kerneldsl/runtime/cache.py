@@ -592,20 +592,19 @@ _pinned: dict[str, ctypes.CDLL] = {}
 
 def _omp_wait_policy() -> None:
     """OpenMP reads its wait policy once, when it loads with the first kernel. Its default keeps
-    idle threads spinning after each parallel region: the next kernel starts at once on an idle
-    machine (a logistic-regression step 49 us, against 123-142 us with sleeping threads), but on
-    a busy one (or beside a second OpenMP runtime, as torch brings) the spinners take the cores
-    the next kernel needs (440-740 us, against 88-170 us sleeping). So: sleeping threads
-    (passive) when the machine is busy as the first kernel loads (1-minute load average at least
-    the cores this process may use), the default otherwise. OMP_WAIT_POLICY or GOMP_SPINCOUNT set
-    by the user win."""
+    idle threads spinning for a few milliseconds after each parallel region, so that the next
+    region starts at once. Each call picks its threads (templates/c/team.h): on a busy machine
+    it runs on one and leaves no spinners. But a second OpenMP runtime in the process (torch
+    brings its own) has spinners of its own, which ours then fight, and a machine already
+    loaded at the first kernel stays so: there, threads sleep (passive). OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT set by the user win."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
     try:
         busy = os.getloadavg()[0] >= len(os.sched_getaffinity(0))
     except (OSError, AttributeError):
         return
-    if busy:
+    if busy or "torch" in sys.modules:
         os.environ["OMP_WAIT_POLICY"] = "passive"
 
 

@@ -88,6 +88,22 @@ class Function:
         """Calls of a function built with profile=True."""
         return int(self._profile_read()[1]) if self._profiled() else 0
 
+    def thread_choices(self) -> list:
+        """How this module's calls chose their threads (kd_team, templates/c/team.h): per size
+        signature seen, {"one": calls on one thread, "all": calls on all, "us_one"/"us_all": the
+        moving average of a call's time with each, None while unmeasured}. Empty for a module
+        without parallel regions, or where OpenMP has one thread."""
+        try:
+            fn = function_of(self._lib, "kd_threads", None, ctypes.c_void_p)
+        except ValueError:  # no parallel region: nothing to choose
+            return []
+        out = (ctypes.c_int64 * 16)()
+        fn(out)
+        rows = [list(out)[4 * s:4 * s + 4] for s in range(4)]
+        return [{"one": one, "all": all_, "us_one": ns1 / 1e3 if ns1 >= 0 else None,
+                 "us_all": nsa / 1e3 if nsa >= 0 else None}
+                for one, all_, ns1, nsa in rows if one >= 0 and one + all_ > 0]
+
     def kernel_times(self) -> dict:
         """Seconds spent in each kernel so far (a function built with profile=True)."""
         if not self._profiled():

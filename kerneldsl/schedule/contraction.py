@@ -177,8 +177,9 @@ class GemmPlan:
         lines = [f"# GEMM: batch ({names(c.batch)}), M ({names(c.m)}), N ({names(c.n)}), K ({names(c.k)})",
                  f"#   A[m, k] = {c.a}", f"#   B[k, n] = {c.b}"]
         if "mr" in k:  # the CPU's packed GEMM
+            team = f"{k['threads']} threads" if k["threads"] else "all threads, or one on a call where that ran faster"
             lines += [
-                f"for work item in batch x slices of M, N or K:  # parallel ({k['threads'] or 'all'} threads) "
+                f"for work item in batch x slices of M, N or K:  # parallel ({team}) "
                 f"when M*N*K >= {k['parallel_min_work']}; K when min(M, N) * K * (threads - 1) > 4 * threads * M * N",
                 f"  for jc in range(0, N, {k['nc']}):",
                 f"    for pc in range(0, K, {k['kc']}):",

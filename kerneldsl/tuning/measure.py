@@ -24,7 +24,7 @@ from .runner import runner_for_this_thread
 @dataclass(frozen=True)
 class MeasureOptions:
     warmup: int = 1  # untimed runs first (caches, page faults, thread pools)
-    repeat: int = 5  # timed runs; the trial's time is their minimum (see statistic)
+    repeat: int = 5  # timed runs; the trial's time is their median (see statistic)
     idle_s: float = 0.1  # pause before timing: the previous candidate's threads settle
     timeout_s: float = 30.0  # per candidate, its build in the isolated process included
     max_seconds: float = 2.0  # stop repeating a slow candidate after this long (at least 2 runs)
@@ -32,13 +32,16 @@ class MeasureOptions:
     # loaded machine a 0.2 ms kernel can lose every one of 5 runs to a neighbour, rarely all of 50 ms
     min_seconds: float = 0.05
     max_runs: int = 200
-    # the trial's time from its runs: "min" (default: a neighbour's load only ever adds time, so the
-    # fastest run is the best estimate of the candidate's own cost) or "median"
-    statistic: str = "min"
+    # the trial's time from its runs: "median" (default: what a call costs as the kernel will be
+    # used; the fastest of back-to-back runs favours configs that stall beside other work) or "min"
+    statistic: str = "median"
+    # a pause between timed runs, as a kernel has between its calls in a program: the threads of
+    # its pool go back to sleep, so a config pays for waking them as it will in use
+    gap_s: float = 0.002
 
     def as_dict(self) -> dict:
         return {"warmup": self.warmup, "repeat": self.repeat, "max_seconds": self.max_seconds,
-                "min_seconds": self.min_seconds, "max_runs": self.max_runs}
+                "min_seconds": self.min_seconds, "max_runs": self.max_runs, "gap_s": self.gap_s}
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class TrialResult:
     build_seconds: float | None = None
     host: str = field(default_factory=socket.gethostname)
     isolation: str | None = None  # "crash" / "timeout" / "start" when the isolated process failed
-    statistic: str = "min"
+    statistic: str = "median"
     busy: int = 0  # other processes' threads running while it was timed (worker.others_running)
 
     @property

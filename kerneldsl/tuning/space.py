@@ -64,7 +64,9 @@ def _cpu_gemm_dims(k, target, dtype: str, cores: int) -> list[Dimension]:
             ("kc", (64, 128, 192, 256, 384, 512, 768, 1024), knobs["kc"]),
             ("mc", (24, 48, 72, 96, 144, 192, 288, 384, 576), knobs["mc"]),
             ("nc", (256, 512, 1024, 2048, 4096, 8192), knobs["nc"]),
-            ("threads", tuple(range(cores + 1)) if cores <= 8 else (0, 1, cores // 2), knobs["threads"]),
+            # 0: all cores, or one on a call where that ran faster (templates/c/team.h); a fixed
+            # count of all cores would time the same idle and stall on a busy machine
+            ("threads", tuple(range(cores)) if cores <= 8 else (0, 1, cores // 2), knobs["threads"]),
             ("parallel_min_work", (1 << 15, 1 << 20, 1 << 22, 1 << 24, 1 << 26), knobs["parallel_min_work"])):
         vals, d = _with_default(values, default)
         dims.append(Dimension(k.name, name, vals, d))

@@ -131,8 +131,11 @@ def measure(path: str, config_json: str, options: dict) -> dict:
     budget_end = start + options.get("max_seconds", 1e9)
     repeat, min_end = options.get("repeat", 5), start + options.get("min_seconds", 0.0)
     max_runs = max(repeat, options.get("max_runs", repeat))
+    gap = options.get("gap_s", 0.0)
     timings = []
     while len(timings) < repeat or (time.perf_counter() < min_end and len(timings) < max_runs):
+        if gap:
+            time.sleep(gap)
         t0 = time.perf_counter()
         f(*args)
         sync()

@@ -1,0 +1,96 @@
+/* Threads per call. A fork-join region on a busy machine waits for its slowest thread: beside
+   another process, or beside numpy's OpenBLAS threads spinning after a matmul in this process,
+   a 2-thread region can take 10-50x its one-thread time. So each call of the entry runs its
+   parallel regions on kd_team threads, all of OpenMP's or one, whichever its recent calls of
+   the same sizes ran faster with (a moving average of each), trying the other now and then:
+   after 8 calls, then twice as far apart each time the choice stands (at most 1024 calls).
+   A try's time replaces the other's average, which dates from another state of the machine. */
+#include <time.h>
+#ifndef KD_TEAM_DEFINED
+#define KD_TEAM_DEFINED
+extern int omp_get_max_threads(void);
+static __thread int kd_team = 1;  /* the threads of this call's parallel regions */
+typedef struct {
+    uint64_t key;                 /* the call's sizes and strides, hashed */
+    int64_t ns[2];                /* moving average of a call's time: one thread, all; -1: unknown */
+    int64_t calls, probe_at, gap;
+    int64_t used[2];              /* calls run on one thread, on all */
+} kd_team_slot;
+typedef struct {
+    kd_team_slot slot[4];         /* the last four size signatures seen */
+    int next, last;               /* the slot to reuse next; the last call's team (0: none yet) */
+    char lock;                    /* calls from several threads at once: one updates, the others reuse */
+} kd_team_state;
+
+static inline int64_t kd_clock_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* choose this call's team; returns the slot and mode (0: one thread, 1: all) to report, or -1 */
+static int kd_team_begin(kd_team_state *st, const int64_t *meta, int n_meta)
+{
+    const int all = omp_get_max_threads();
+    kd_team = all;
+    if (all <= 1)
+        return -1;
+    if (__atomic_test_and_set(&st->lock, __ATOMIC_ACQUIRE)) {  /* another thread's call is choosing */
+        const int last = __atomic_load_n(&st->last, __ATOMIC_RELAXED);
+        kd_team = last ? last : all;
+        return -1;
+    }
+    uint64_t key = 1469598103934665603ULL;
+    for (int i = 0; i < n_meta; ++i) key = (key ^ (uint64_t)meta[i]) * 1099511628211ULL;
+    int s = 0;
+    while (s < 4 && !(st->slot[s].key == key && st->slot[s].gap)) ++s;
+    if (s == 4) {
+        s = st->next++ & 3;
+        st->slot[s] = (kd_team_slot){key, {-1, -1}, 0, 8, 8, {0, 0}};
+    }
+    kd_team_slot *t = &st->slot[s];
+    int mode = t->ns[1] < 0 ? 1 : t->ns[0] < 0 ? 0 : t->ns[0] < t->ns[1] ? 0 : 1;
+    if (++t->calls >= t->probe_at && t->ns[0] >= 0)
+        mode = 1 - mode;  /* try the other */
+    kd_team = mode ? all : 1;
+    __atomic_store_n(&st->last, kd_team, __ATOMIC_RELAXED);
+    ++t->used[mode];
+    __atomic_clear(&st->lock, __ATOMIC_RELEASE);
+    return 2 * s + mode;
+}
+
+static void kd_team_end(kd_team_state *st, int slot_mode, int64_t ns)
+{
+    if (slot_mode < 0 || __atomic_test_and_set(&st->lock, __ATOMIC_ACQUIRE))
+        return;
+    kd_team_slot *t = &st->slot[slot_mode / 2];
+    const int mode = slot_mode % 2;
+    if (t->calls == 1) {  /* a first call pays for page faults and thread start-up: not counted */
+        __atomic_clear(&st->lock, __ATOMIC_RELEASE);
+        return;
+    }
+    const int before = t->ns[0] >= 0 && t->ns[0] < t->ns[1] ? 0 : 1;
+    const int probe = t->calls >= t->probe_at && t->ns[0] >= 0 && t->ns[1] >= 0;
+    /* a probe's time replaces the other mode's estimate: it is from another state of the machine */
+    t->ns[mode] = t->ns[mode] < 0 || probe ? ns : (3 * t->ns[mode] + ns) / 4;
+    if (probe) {
+        const int now = t->ns[0] < t->ns[1] ? 0 : 1;
+        t->gap = now != before ? 8 : (t->gap < 1024 ? 2 * t->gap : 1024);
+        t->probe_at = t->calls + t->gap;
+    }
+    __atomic_clear(&st->lock, __ATOMIC_RELEASE);
+}
+
+/* per size signature seen: calls on one thread, calls on all, and the averages (ns); -1: none */
+static void kd_team_report(const kd_team_state *st, int64_t *out)
+{
+    for (int s = 0; s < 4; ++s) {
+        const kd_team_slot *t = &st->slot[s];
+        out[4 * s] = t->gap ? t->used[0] : -1;
+        out[4 * s + 1] = t->gap ? t->used[1] : -1;
+        out[4 * s + 2] = t->ns[0];
+        out[4 * s + 3] = t->ns[1];
+    }
+}
+#endif
