@@ -1,8 +1,9 @@
 """Kernels beside other work: a training step, an elementwise loop, a dense and a conv layer timed
 idle, beside busy processes, and beside numpy's OpenBLAS in the same process, with the default
-threads against one thread (OMP_NUM_THREADS=1, each in its own process).
+threads against one thread (OMP_NUM_THREADS=1, each in its own process, the two back to back per
+condition, rounds interleaved).
 
-Run: python benchmarks/bench_busy.py [--calls 300]
+Run: python benchmarks/bench_busy.py [--calls 300] [--rounds 2]
 
 The aim (issue: threads under load): no kernel far below its one-thread speed on a busy machine.
 Per-call times are printed as median / 90th percentile / worst, in microseconds, with the share of
@@ -90,53 +91,61 @@ def _all_threads(f) -> tuple:
     return sum(r["one"] for r in rows), sum(r["all"] for r in rows)
 
 
-def child(calls: int) -> dict:
+def child(calls: int, cond: str) -> dict:
     results = {}
     loads = workloads()
     a = np.random.default_rng(1).standard_normal((384, 384)).astype(np.float32)
-    for cond in CONDITIONS:
-        stop = multiprocessing.Event()
-        busy = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(int(cond[0]) if cond[0].isdigit() else 0)]
-        for p in busy:
-            p.start()
-        time.sleep(2.0 if busy else 0.4)  # let the scheduler see them
-        between = (lambda: a @ a) if cond.startswith("numpy") else None
-        for name, (fn, f) in loads.items():
-            before = _all_threads(f)
-            t = np.array(measure(fn, calls, between)) * 1e6
-            after = _all_threads(f)
-            share = (after[1] - before[1]) / max(1, sum(after) - sum(before))
-            results.setdefault(name, {})[cond] = [float(np.median(t)), float(np.percentile(t, 90)), float(t.max()),
-                                                  share]
-        stop.set()
-        for p in busy:
-            p.join()
+    stop = multiprocessing.Event()
+    n_busy = int(cond[0]) if cond[0].isdigit() else 0
+    busy = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(n_busy)]
+    for p in busy:
+        p.start()
+    time.sleep(2.0 if busy else 0.4)  # let the scheduler see them
+    between = (lambda: a @ a) if cond.startswith("numpy") else None
+    for name, (fn, f) in loads.items():
+        before = _all_threads(f)
+        t = np.array(measure(fn, calls, between)) * 1e6
+        after = _all_threads(f)
+        share = (after[1] - before[1]) / max(1, sum(after) - sum(before))
+        results[name] = [float(np.median(t)), float(np.percentile(t, 90)), float(t.max()), share]
+    stop.set()
+    for p in busy:
+        p.join()
     return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=300)
-    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--child", choices=CONDITIONS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.calls)))
+        print(json.dumps(child(args.calls, args.child)))
         return
     sys.path.insert(0, os.path.dirname(__file__))
     from harness import machine
     print(f"# {machine()}; load average at start {os.getloadavg()[0]:.2f}")
-    runs = {}
-    for label, env in (("default threads", {}), ("one thread", {"OMP_NUM_THREADS": "1"})):
-        out = subprocess.run([sys.executable, __file__, "--child", "--calls", str(args.calls)],
-                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
-        runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"# load average at end {os.getloadavg()[0]:.2f}; per call: median / p90 / worst (us)")
+    # one thread for kerneldsl only: OpenBLAS would read OMP_NUM_THREADS too, and numpy's matmul
+    # beside the kernel must keep its threads in both runs
+    cores = str(len(os.sched_getaffinity(0)))
+    variants = (("default threads", {}), ("one thread", {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": cores}))
+    runs: dict = {}
+    for _ in range(args.rounds):  # each condition's two variants back to back, rounds interleaved
+        for cond in CONDITIONS:
+            for label, env in variants:
+                out = subprocess.run([sys.executable, __file__, "--child", cond, "--calls", str(args.calls)],
+                                     env={**os.environ, **env}, capture_output=True, text=True, check=True)
+                for name, r in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                    runs.setdefault(label, {}).setdefault(name, {}).setdefault(cond, []).append(r)
+    print(f"# load average at end {os.getloadavg()[0]:.2f}; per call: median / p90 / worst (us), the median "
+          f"of {args.rounds} rounds")
     for name in runs["default threads"]:
         print(f"\n{name}")
         print(f"  {'condition':28s} {'default threads':>26s} {'one thread':>26s} {'median ratio':>12s} "
               f"{'calls on all threads':>20s}")
         for cond in CONDITIONS:
-            d, o = runs["default threads"][name][cond], runs["one thread"][name][cond]
+            d, o = (np.median(np.array(runs[v][name][cond]), axis=0) for v, _ in variants)
             fmt = lambda r: f"{r[0]:8.0f} {r[1]:8.0f} {r[2]:8.0f}"  # noqa: E731
             print(f"  {cond:28s} {fmt(d):>26s} {fmt(o):>26s} {o[0] / d[0]:11.2f}x {100 * d[3]:19.0f}%")
 

@@ -3,8 +3,10 @@
    a 2-thread region can take 10-50x its one-thread time. So each call of the entry runs its
    parallel regions on kd_team threads, all of OpenMP's or one, whichever its recent calls of
    the same sizes ran faster with (a moving average of each), trying the other now and then:
-   after 8 calls, then twice as far apart each time the choice stands (at most 1024 calls).
-   A try's time replaces the other's average, which dates from another state of the machine. */
+   after 8 calls, then twice as far apart each time the choice stands (at most 1024 calls). A
+   call right after a change of count is not counted (it pays for waking or parking threads),
+   so a try lasts two calls, and its second call's time replaces that count's average, which
+   dates from another state of the machine. */
 #include <time.h>
 #ifndef KD_TEAM_DEFINED
 #define KD_TEAM_DEFINED
@@ -15,6 +17,8 @@ typedef struct {
     int64_t ns[2];                /* moving average of a call's time: one thread, all; -1: unknown */
     int64_t calls, probe_at, gap;
     int64_t used[2];              /* calls run on one thread, on all */
+    int prev;                     /* the last call's count (0: one, 1: all; -1: none yet) */
+    int trying;                   /* calls left in a try of the other count */
 } kd_team_slot;
 typedef struct {
     kd_team_slot slot[4];         /* the last four size signatures seen */
@@ -29,7 +33,12 @@ static inline int64_t kd_clock_ns(void)
     return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* choose this call's team; returns the slot and mode (0: one thread, 1: all) to report, or -1 */
+static inline int kd_team_best(const kd_team_slot *t)
+{
+    return t->ns[1] < 0 ? 1 : t->ns[0] < 0 ? 0 : t->ns[0] < t->ns[1] ? 0 : 1;
+}
+
+/* choose this call's team; returns the slot and count (0: one thread, 1: all) to report, or -1 */
 static int kd_team_begin(kd_team_state *st, const int64_t *meta, int n_meta)
 {
     const int all = omp_get_max_threads();
@@ -47,12 +56,13 @@ static int kd_team_begin(kd_team_state *st, const int64_t *meta, int n_meta)
     while (s < 4 && !(st->slot[s].key == key && st->slot[s].gap)) ++s;
     if (s == 4) {
         s = st->next++ & 3;
-        st->slot[s] = (kd_team_slot){key, {-1, -1}, 0, 8, 8, {0, 0}};
+        st->slot[s] = (kd_team_slot){key, {-1, -1}, 0, 8, 8, {0, 0}, -1, 0};
     }
     kd_team_slot *t = &st->slot[s];
-    int mode = t->ns[1] < 0 ? 1 : t->ns[0] < 0 ? 0 : t->ns[0] < t->ns[1] ? 0 : 1;
-    if (++t->calls >= t->probe_at && t->ns[0] >= 0)
-        mode = 1 - mode;  /* try the other */
+    ++t->calls;
+    if (!t->trying && t->ns[0] >= 0 && t->ns[1] >= 0 && t->calls >= t->probe_at)
+        t->trying = 2;
+    const int mode = t->trying ? 1 - kd_team_best(t) : kd_team_best(t);
     kd_team = mode ? all : 1;
     __atomic_store_n(&st->last, kd_team, __ATOMIC_RELAXED);
     ++t->used[mode];
@@ -65,19 +75,18 @@ static void kd_team_end(kd_team_state *st, int slot_mode, int64_t ns)
     if (slot_mode < 0 || __atomic_test_and_set(&st->lock, __ATOMIC_ACQUIRE))
         return;
     kd_team_slot *t = &st->slot[slot_mode / 2];
-    const int mode = slot_mode % 2;
-    if (t->calls == 1) {  /* a first call pays for page faults and thread start-up: not counted */
-        __atomic_clear(&st->lock, __ATOMIC_RELEASE);
-        return;
-    }
-    const int before = t->ns[0] >= 0 && t->ns[0] < t->ns[1] ? 0 : 1;
-    const int probe = t->calls >= t->probe_at && t->ns[0] >= 0 && t->ns[1] >= 0;
-    /* a probe's time replaces the other mode's estimate: it is from another state of the machine */
-    t->ns[mode] = t->ns[mode] < 0 || probe ? ns : (3 * t->ns[mode] + ns) / 4;
-    if (probe) {
-        const int now = t->ns[0] < t->ns[1] ? 0 : 1;
-        t->gap = now != before ? 8 : (t->gap < 1024 ? 2 * t->gap : 1024);
-        t->probe_at = t->calls + t->gap;
+    const int mode = slot_mode % 2, settled = mode == t->prev;
+    t->prev = mode;
+    if (t->trying) {
+        if (--t->trying == 0) {
+            const int before = kd_team_best(t);
+            if (settled)
+                t->ns[mode] = ns;
+            t->gap = kd_team_best(t) != before ? 8 : t->gap < 1024 ? 2 * t->gap : 1024;
+            t->probe_at = t->calls + t->gap;
+        }
+    } else if (settled) {
+        t->ns[mode] = t->ns[mode] < 0 ? ns : (3 * t->ns[mode] + ns) / 4;
     }
     __atomic_clear(&st->lock, __ATOMIC_RELEASE);
 }
