@@ -235,3 +235,32 @@ def test_a_contraction_with_a_deep_k_split_over_threads_matches_the_reference(dt
     want = np.tanh((a.astype(np.float64) @ b.astype(np.float64)) / 30 + c)
     got = f(a / np.asarray(30, dtype), b, c)
     np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == "float32" else 1e-10, atol=1e-5)
+
+
+def test_a_large_module_compiles_in_parts_and_runs_as_one_library():
+    from kerneldsl.runtime.build import split_units
+    ins, outs = _conv_step(1, 1, 1)
+    f = kd.build(ins, outs)
+    units = split_units(f.source, 2)
+    assert units is not None and len(units[0]) == 2  # two parts for two cores, then the entry
+    assert all(u.count("#ifndef KD_MICRO_") >= 1 for u in units[0])  # each part defines the micro-kernel it calls
+    assert "KD_KERNEL int kd_kernel" in units[0][0] and "int kd_entry(" in units[1]
+    r = rng(4)
+    feed = [r.standard_normal((2, 3, 9, 9)).astype(np.float32), r.standard_normal((8, 3, 3, 3)).astype(np.float32),
+            r.standard_normal(8).astype(np.float32), r.standard_normal((2, 8, 9, 9)).astype(np.float32)]
+    for g, w in zip(f(*feed), kd.evaluate(outs, dict(zip(ins, feed)))):
+        assert_same(g, w, rtol=2e-4, atol=2e-4)
+
+
+def test_a_contraction_with_strided_operands_and_outputs_matches_numpy():
+    # the GEMM runs on unit innermost strides only: other layouts are copied, in and out
+    a, b = kd.matrix("a"), kd.matrix("b")
+    f = kd.build([a, b], [knp.tanh(a @ b)])
+    r = rng(5)
+    big_a, big_b = r.standard_normal((70, 90)).astype(np.float32), r.standard_normal((90, 60)).astype(np.float32)
+    for x, y in [(big_a[:, ::2], big_b[::2]), (big_a.T[::2, :70].T, big_b[:45]), (big_a[:, :45], big_b[:45].T.copy().T)]:
+        want = np.tanh(x.astype(np.float64) @ y).astype(np.float32)
+        assert_same(f(x, y), want, rtol=1e-4, atol=1e-4)
+        out = np.zeros((want.shape[1], want.shape[0]), np.float32).T  # a transposed out=
+        f(x, y, out=out)
+        assert_same(out, want, rtol=1e-4, atol=1e-4)

@@ -417,7 +417,7 @@ def test_mul_to_sqr_evaluates_the_operand_once():
     y = knp.square(knp.exp(x) + 1)
     f = kd.build([x], [y], target=O0)
     assert f.rewrites["local_mul_to_sqr"] == 1 and "kd_sqr_f32(" in f.source
-    kernel = f.source[f.source.index("static int kd_kernel"):]
+    kernel = f.source[f.source.index("KD_KERNEL int kd_kernel"):]
     lines = [ln for ln in kernel.splitlines() if "kd_exp_f32(" in ln]  # one per loop version
     assert lines and all(ln.count("kd_exp_f32(") == 1 and "kd_sqr_f32(" in ln for ln in lines)
     v = np.array([0.5, -1.0, 2.0], "float32")

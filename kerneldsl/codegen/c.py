@@ -393,13 +393,15 @@ def render(module: Module, target, version: str, printer_cls=CPrinter, profile: 
             cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
             body = "\n".join([f"    if ({cond}) {{", *fast.stmt(k.body, "        "), "    } else {",
                               *p.stmt(k.body, "        "), "    }"])
+        preamble = ""
         if k.template == "gemm":  # a contraction: the GEMM template, the loop nest as its fallback
-            from .gemm import render_gemm
+            from .gemm import render_gemm, render_micro
             body = render_gemm(k, target, local, strides, printer_cls, unit, body)
+            preamble = render_micro(k, target)
         from ..ir.printer import expr_str
         comment = f"{k.op.name}[{', '.join(a.name for a in k.op.axes)}] = {expr_str(k.op.body)}"
         kernels.append({"fname": f"kd_kernel_{k.name}", "comment": comment.replace("*/", "* /"),
-                        "prologue": prologue(used), "body": body})
+                        "prologue": prologue(used), "body": body, "preamble": preamble})
     p = printer_cls(names, strides)
     for info, k in zip(kernels, module.kernels):
         info["runs_if"] = "" if k.runs_if is None else p.expr(k.runs_if)

@@ -277,8 +277,23 @@ def _checked(e: E.Expr) -> bool:
     return any(isinstance(n, Checked) for n in E.walk(e))
 
 
+def _micro_name(kernel, target) -> str:
+    return f"{'f32' if kernel.op.dtype == 'float32' else 'f64'}_{kernel.knobs['mr']}x{kernel.knobs['nr']}_v{target.vector_bytes}"
+
+
+def render_micro(kernel, target) -> str:
+    """The micro-kernel a GEMM kernel calls (file scope, once per tile shape in a module)."""
+    from .c import CTYPE, environment
+    dtype, k = kernel.op.dtype, kernel.knobs
+    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
+    guard, builtin = _FMA[(target.vector_bytes, dtype)]
+    return environment().get_template("c/gemm_micro.c.j2").render(
+        name=_micro_name(kernel, target), T=CTYPE[dtype], mr=k["mr"], nr=k["nr"], nv=k["nr"] // lanes, lanes=lanes,
+        vbytes=target.vector_bytes, fma_guard=guard, fma_builtin=builtin)
+
+
 def render_gemm(kernel, target, names: dict, strides: dict, printer_cls, unit: list, fallback: str) -> str:
-    """The body of a contraction kernel (after the prologue): the GEMM, then the loop nest fallback."""
+    """The body of a contraction kernel (after the prologue): the GEMM, else the loop nest."""
     from .c import CTYPE, environment
     plan, k = kernel.plan, kernel.knobs
     c = plan.contraction
@@ -287,18 +302,20 @@ def render_gemm(kernel, target, names: dict, strides: dict, printer_cls, unit: l
     names = {**{v: f"v_{v.name}" for v in plan.vars.values()}, **names, plan.acc: "kd_acc"}
     general = printer_cls(names, strides)
     lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
-    variants = []
-    if unit:  # unit innermost strides: contiguous packing reads and SIMD epilogue stores
+    # The GEMM reads and writes its arrays with unit innermost strides: contiguous packing reads
+    # and SIMD epilogue stores. Any other stride runs the loop nest (the callable copies such an
+    # input first: runtime/callable.py); a second GEMM for general strides doubled the kernel's
+    # source and its compile time.
+    if unit:
         fast = printer_cls(names, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
         cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
-        variants.append(_Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(cond))
-    variants.append(_Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(None))
+        variant = _Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(cond)
+    else:
+        variant = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(None)
     pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes)
-    vbytes = target.vector_bytes
-    guard, builtin = _FMA[(vbytes, dtype)]
     axes = [*c.op.axes, *c.k]
     return environment().get_template("c/gemm.c.j2").render(
-        k=k, T=CTYPE[dtype], id=kernel.name, vbytes=vbytes, lanes=lanes, nv=k["nr"] // lanes,
-        isa=target.isa, fma_guard=guard, fma_builtin=builtin, nb=pr.total(c.batch), m=pr.total(c.m),
+        k=k, T=CTYPE[dtype], id=kernel.name, micro=_micro_name(kernel, target), isa=target.isa,
+        nb=pr.total(c.batch), m=pr.total(c.m),
         n=pr.total(c.n), kk=pr.total(c.k), parallel_min_work=k["parallel_min_work"],
-        axis_decls=", ".join(f"{pr.v(a)} = 0" for a in axes), variants=variants, fallback=fallback)
+        axis_decls=", ".join(f"{pr.v(a)} = 0" for a in axes), v=variant, fallback=fallback)

@@ -54,17 +54,60 @@ def compile_c(source: str, target: Target | None = None, *, name: str = "kernel"
     """Compile ``source`` to a shared library (or reuse a cached one) and load it.
 
     Compiler and flags: the target's (default: `Target.detect("c")`, i.e. $KERNELDSL_CC and
-    $KERNELDSL_CFLAGS or DEFAULT_CFLAGS); ``flags`` replaces the flags. Raises CompileError.
+    $KERNELDSL_CFLAGS or DEFAULT_CFLAGS); ``flags`` replaces the flags. A large module (the
+    codegen's, with kd:kernel and kd:entry lines) is compiled a kernel per translation unit, the
+    units in parallel, then linked with its entry. Raises CompileError.
     """
     target = target or Target.detect("c")
     cc, flag_list = list(target.cc), list(flags if flags is not None else target.cflags)
     libs = [f for f in flag_list if f.startswith("-l")]  # libraries after the source, for the linker
     opts = [f for f in flag_list if not f.startswith("-l")]
-    recipe = cache.Recipe(
-        ident=["c", host_identity(), identity(tuple(cc), "KERNELDSL_CC"), flag_list], source=source,
-        src_suffix=".c", suffix=".so", name=name, compiler_env="KERNELDSL_CC",
-        command=lambda src, out: [*cc, *opts, "-shared", "-fPIC", "-o", out, src, *libs, "-lm"])
-    return cache.get(recipe, _load)
+    ident = [host_identity(), identity(tuple(cc), "KERNELDSL_CC"), flag_list]
+    units = split_units(source, target.cores)
+    if units is None:
+        recipe = cache.Recipe(
+            ident=["c", *ident], source=source, src_suffix=".c", suffix=".so", name=name, compiler_env="KERNELDSL_CC",
+            command=lambda src, out: [*cc, *opts, "-shared", "-fPIC", "-o", out, src, *libs, "-lm"])
+        return cache.get(recipe, _load)
+    kernels, entry = units
+    objects = [cache.Recipe(ident=["c-object", *ident], source=u, src_suffix=".c", suffix=".o",
+                            name=f"{name} (part {k + 1} of {len(kernels)})", compiler_env="KERNELDSL_CC",
+                            command=lambda src, out: [*cc, *opts, "-fPIC", "-c", "-o", out, src])
+               for k, u in enumerate(kernels)]
+    paths: list = []
+    link = cache.Recipe(
+        ident=["c-linked", *ident, [cache.key_of(o) for o in objects]], source=entry, src_suffix=".c", suffix=".so",
+        name=name, compiler_env="KERNELDSL_CC",
+        command=lambda src, out: [*cc, *opts, "-shared", "-fPIC", "-o", out, src, *paths, *libs, "-lm"])
+    found = cache.find(link, _load)
+    if found is not None:
+        return found
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(len(objects), target.cores))) as pool:  # each a compiler process
+        paths.extend(a.path for a in pool.map(cache.get, objects))
+    return cache.get(link, _load)
+
+
+SPLIT_MIN_BYTES = 40_000  # below this, one compiler process beats several (each starts and parses the prelude)
+_KERNEL, _ENTRY = "\n/* kd:kernel */\n", "\n/* kd:entry */\n"
+_HIDDEN = '#define KD_KERNEL __attribute__((visibility("hidden")))\n'
+
+
+def split_units(source: str, parts: int) -> tuple[list, str] | None:
+    """A module's translation units, (its kernels in `parts` units of about equal size, the
+    entry's), or None to compile it whole: a small module, or one kernel. Each unit is the
+    module's prelude and its own part, the kernels hidden symbols of the one library
+    (templates/c/module.c.j2)."""
+    if parts < 2 or len(source) < SPLIT_MIN_BYTES or source.count(_KERNEL) < 2 or source.count(_ENTRY) != 1:
+        return None
+    head, rest = source.split(_KERNEL, 1)
+    body, entry = rest.split(_ENTRY)
+    groups: list[list[str]] = [[] for _ in range(min(parts, body.count(_KERNEL) + 1))]
+    for k in sorted(body.split(_KERNEL), key=len, reverse=True):  # the largest first, to the smallest group
+        min(groups, key=lambda g: sum(map(len, g))).append(k)
+    kernels = ["#define KD_SPLIT 1\n#define KD_SPLIT_KERNEL 1\n" + _HIDDEN + head + "".join(_KERNEL + k for k in g)
+               for g in groups]
+    return kernels, "#define KD_SPLIT 1\n" + _HIDDEN + head + _ENTRY + entry
 
 
 def _load(a: cache.Artifact) -> CompiledLibrary:

@@ -213,17 +213,11 @@ def get(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
 
     `make` may raise OSError (a library that does not load): on disk that entry is rebuilt.
     """
-    key = key_of(recipe)
-    hit = _memory.get(key)
-    if hit is not None:
-        stats.memory_hits += 1
-        return hit
-    d = cache_dir()
+    found = find(recipe, make)
+    if found is not None:
+        return found
+    key, d = key_of(recipe), cache_dir()
     with _errors(d):
-        found = _open(d, key, recipe, make, repair=False) if _check_dir(d, create=False) else None
-        if found is not None:
-            _memory.put(key, found)
-            return found
         _check_dir(d, create=True)
         with _locked(d, d / f"{key}.lock"):
             # Another process may have finished this key while we waited for the lock.
@@ -232,6 +226,21 @@ def get(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
                 found = _build(d, key, recipe, make)
         _memory.put(key, found)
         _after_build(d, key, recipe)
+    return found
+
+
+def find(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
+    """`make(artifact)` of the recipe's product from memory or disk, or None: nothing is built."""
+    key = key_of(recipe)
+    hit = _memory.get(key)
+    if hit is not None:
+        stats.memory_hits += 1
+        return hit
+    d = cache_dir()
+    with _errors(d):
+        found = _open(d, key, recipe, make, repair=False) if _check_dir(d, create=False) else None
+    if found is not None:
+        _memory.put(key, found)
     return found
 
 

@@ -42,6 +42,7 @@ class Function:
         self._temps = [tensors[b] for b in module.temps]
         self._nbufs = len(module.buffers)
         self._nmeta = len(module.sizes) + sum(b.ndim for b in module.buffers)
+        self._gemm = any(k.template == "gemm" for k in module.kernels)
         self._plan()
         self._fast = self.fast_call(fastcall.SINGLE if len(self.outputs) == 1 else fastcall.TUPLE)
 
@@ -211,10 +212,11 @@ class Function:
             outs = [(o, False) for o in self._allocate(shapes[:self._nout], 0)]
         else:
             outs = self._outputs(shapes[:self._nout], out, arrays)
-        targets = [o if not alias else np.empty(o.shape, o.dtype) for o, alias in outs]
+        targets = [o if not alias and not self._strided(o) else np.empty(o.shape, o.dtype) for o, alias in outs]
+        outs = [(o, alias or t is not o) for (o, alias), t in zip(outs, targets)]
         for k, a in enumerate(arrays):
-            if not a.flags.aligned:  # a misaligned base or a stride that is not a whole number of
-                arrays[k] = a.copy()  # elements (a field of a structured array): read a copy
+            if not a.flags.aligned or self._strided(a):  # a misaligned base or a stride that is not a
+                arrays[k] = np.ascontiguousarray(a)  # whole number of elements (a structured array's field)
         ptrs, strides = [], []
         for a in arrays + targets:
             ptrs.append(a.ctypes.data if a.size else 0)
@@ -278,6 +280,12 @@ class Function:
                 raise ShapeError(f"{t.name} would have shape {s} ({t.dtype}), too large to allocate: "
                                  f"{e}") from None
         return result
+
+    def _strided(self, a: np.ndarray) -> bool:
+        """An array a GEMM kernel of this module would leave to its loop nest (an innermost stride
+        other than one element): such inputs are read from a copy, such outputs written through
+        one, since the copy costs a pass over memory and the loop nest a contraction's worth."""
+        return self._gemm and a.ndim > 0 and a.size > 1 and a.strides[-1] != a.itemsize
 
     def _outputs(self, shapes, out, arrays):
         out = (out,) if isinstance(out, np.ndarray) else tuple(out)
