@@ -309,10 +309,19 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
     outputs = tuple(outputs)
     force_names = {t if isinstance(t, str) else t.name for t in force}
     names: dict = {}
+    # an op's verdict depends on it, its consumers and theirs, and whether it is an output: ops
+    # that an inlining did not rebuild keep their identity, so their verdicts are kept too
+    verdicts: dict = {}
+
+    def inlinable(t, users) -> bool:
+        mine = tuple(users.get(t, ()))
+        key = (t, mine, tuple(tuple(users.get(u, ())) for u in mine), t in outputs, tuple(u in outputs for u in mine))
+        if key not in verdicts:
+            verdicts[key] = _inlinable(t, outputs, users, enabled, force_names)
+        return verdicts[key]
     for _ in range(10_000):
         users = consumers(outputs)
-        pick = next((t for t in topo_order(outputs) if _inlinable(t, outputs, users, enabled, force_names)),
-                    None)
+        pick = next((t for t in topo_order(outputs) if inlinable(t, users)), None)
         if pick is None:
             break
         rewritten = {}
