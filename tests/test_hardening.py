@@ -265,6 +265,17 @@ def test_power_one_half_is_numpys_sqrt(target):
     assert np.signbit(got[0][1])  # -0.0, as numpy's sqrt gives
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_zero_dimensional_power_of_a_computed_exponent_is_cs_pow(target):
+    # numpy's 0-d power gives nan for (-inf) ** 0.5 where its arrays (and C's pow) give inf: the
+    # reference follows the arrays, as the kernels do (the fuzzer's seed 96994177)
+    x = kd.placeholder((2,), "float32", name="x")
+    y = kd.compute((), lambda: kd.pow(x[0], x[1] * 1), name="y")
+    a = np.array([-np.inf, 0.5], np.float32)
+    got, ref = both(y, {x: a}, target)
+    assert float(got[0]) == float(ref[0]) == np.power(a[:1], a[1:])[0] == np.inf
+
+
 @pytest.mark.parametrize("fuse", [False, True])
 def test_a_rewrite_that_drops_a_read_keeps_its_checks(fuse):
     n, m = kd.sizes("n m")

@@ -242,8 +242,14 @@ def ipow_np(a, b):
 
 
 def pow_np(a, b, dtype):
-    """`a ** b` (both of `dtype`): integer powers as `ipow_np`."""
-    return (ipow_np(a, b) if np.dtype(dtype).kind in "iu" else np.power(a, b)).astype(dtype, copy=False)
+    """`a ** b` (both of `dtype`): integer powers as `ipow_np`. Floats as numpy's arrays (C's pow:
+    `(-inf) ** 0.5` is inf); numpy's 0-d path differs (nan), so a 0-d power runs as a 1-element one."""
+    if np.dtype(dtype).kind in "iu":
+        return ipow_np(a, b).astype(dtype, copy=False)
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim == 0 and b.ndim == 0:
+        return np.power(a.reshape(1), b.reshape(1)).reshape(()).astype(dtype, copy=False)
+    return np.power(a, b).astype(dtype, copy=False)
 
 
 _erfc_vec = np.frompyfunc(math.erfc, 1, 1)
