@@ -270,7 +270,16 @@ def _walk_choice(e: E.Expr, vars_: dict, walk: tuple, other: tuple, ext) -> bool
         return True
     if isinstance(o.extent, E.Const) and isinstance(w.extent, E.Const):
         return o.extent.value < w.extent.value
+    # a filter's few taps against an image's symbolic width (or the reverse): the image is the
+    # longer run but for a tiny image, where either walk is cheap; one walk printed, not two
+    if isinstance(o.extent, E.Const) and o.extent.value <= SHORT_WINDOW:
+        return True
+    if isinstance(w.extent, E.Const) and w.extent.value <= SHORT_WINDOW:
+        return False
     return f"{ext(o)} < {ext(w)}"
+
+
+SHORT_WINDOW = 8  # a constant extent this short is a filter window, shorter than the run it slides along
 
 
 def _checked(e: E.Expr) -> bool:
