@@ -9,6 +9,8 @@ target's compiler and flags (kerneldsl/target.py), or those of the settings in f
 from __future__ import annotations
 
 import ctypes
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kerneldsl.errors import CompileError
@@ -83,9 +85,32 @@ def compile_c(source: str, target: Target | None = None, *, name: str = "kernel"
     if found is not None:
         return found
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max(1, min(len(objects), target.cores))) as pool:  # each a compiler process
-        paths.extend(a.path for a in pool.map(cache.get, objects))
-    return cache.get(link, _load)
+    with ThreadPoolExecutor(max(1, min(len(objects), target.cores))) as pool, \
+            _progress(f"compiling {name}", len(objects) + 1) as done:  # each part a compiler process
+        futures = [pool.submit(cache.get, o) for o in objects]
+        for f in futures:
+            f.add_done_callback(lambda _: done())
+        paths.extend(f.result().path for f in futures)
+        lib = cache.get(link, _load)
+        done()
+    return lib
+
+
+@contextmanager
+def _progress(title: str, total: int):
+    """A progress bar (tqdm, on a terminal only) over a build's parts; a no-op elsewhere."""
+    bar = None
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=total, desc=title, unit="part", leave=False, file=sys.stderr)
+        except ImportError:
+            pass
+    try:
+        yield (lambda: bar.update(1)) if bar is not None else (lambda: None)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 SPLIT_MIN_BYTES = 40_000  # below this, one compiler process beats several (each starts and parses the prelude)
