@@ -16,10 +16,13 @@ DTYPES = ("bool", "int32", "int64", "float32", "float64")
 FLOATS = ("float32", "float64")
 INTS = ("int32", "int64")
 DEFAULT_FLOAT = "float32"
+_NAMES = frozenset(DTYPES)
 
 
 def normalize(dtype) -> str:
     """'float32', np.float32, np.dtype('f4') -> 'float32'; anything unsupported -> DTypeError."""
+    if isinstance(dtype, str) and dtype in _NAMES:  # the common case (the IR's own names): no numpy dtype lookup
+        return dtype
     try:
         name = np.dtype(dtype).name
     except TypeError as e:

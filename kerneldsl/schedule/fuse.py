@@ -325,14 +325,14 @@ def fuse(outputs, enabled: bool = True, force=()) -> FusedGraph:
         if pick is None:
             break
         rewritten = {}
+        carried = pick.checks + shape_checks(pick) + read_checks(pick)  # the same for every consumer
         for u in users[pick]:
             # pick's reads stay checked over its own domain (ir/lower.read_checks): the
             # consumer may read it fewer times than pick would have run
             body = inline_load(u.body, pick)
             kept = [ld for ld in E.loads(u.body) if ld.tensor is not pick]
             lost = not set(kept) <= set(E.loads(body))  # the simplifier dropped a read of u's own
-            nu = u.with_body(body, u.checks + pick.checks + shape_checks(pick) + read_checks(pick)
-                             + (read_checks(u) if lost else ()))
+            nu = u.with_body(body, u.checks + carried + (read_checks(u) if lost else ()))
             names[nu] = (*names.get(u, ()), *names.get(pick, ()), pick.name)
             rewritten[u] = nu
         outputs, mapping = map_graph(outputs, replaced=rewritten)
