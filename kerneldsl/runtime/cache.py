@@ -602,18 +602,14 @@ _pinned: dict[str, ctypes.CDLL] = {}
 def _omp_wait_policy() -> None:
     """OpenMP reads its wait policy once, when it loads with the first kernel. Its default keeps
     idle threads spinning for a few milliseconds after each parallel region, so that the next
-    region starts at once. Each call picks its threads (templates/c/team.h): on a busy machine
-    it runs on one and leaves no spinners. But a second OpenMP runtime in the process (torch
-    brings its own) has spinners of its own, which ours then fight, and a machine already
-    loaded at the first kernel stays so: there, threads sleep (passive). OMP_WAIT_POLICY or
-    GOMP_SPINCOUNT set by the user win."""
+    region starts at once. A busy machine needs nothing else: each call picks its threads
+    (templates/c/team.h), and where two threads lose it runs on one and leaves no spinners. But
+    a second OpenMP runtime in the process (torch brings its own) cannot see ours: each one's
+    spinners take the cores the other's next region needs, so there threads sleep (passive).
+    OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user win."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
-    try:
-        busy = os.getloadavg()[0] >= len(os.sched_getaffinity(0))
-    except (OSError, AttributeError):
-        return
-    if busy or "torch" in sys.modules:
+    if "torch" in sys.modules:
         os.environ["OMP_WAIT_POLICY"] = "passive"
 
 
