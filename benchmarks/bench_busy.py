@@ -37,15 +37,8 @@ def workloads():
     import kerneldsl.nn as nn
     rng = np.random.default_rng(0)
     out = {}
-    # the Theano paper's logistic regression step (tutorials/05): 400 x 784
-    x, y = kd.matrix("x"), kd.vector("y")
-    w = kd.shared(rng.standard_normal(784).astype(np.float32) * 0.01, name="w")
-    b = kd.shared(np.float32(0.0), name="b")
-    p = 1 / (1 + knp.exp(-knp.dot(x, w) - b))
-    xent = -y * knp.log(p) - (1 - y) * knp.log(1 - p)
-    cost = xent.mean() + 0.01 * (w ** 2).sum()
-    gw, gb = kd.grad(cost, [w, b])
-    step = kd.function([x, y], [p > 0.5, xent.mean()], updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)])
+    from bench_function import logreg_step
+    step = logreg_step()  # the Theano paper's logistic regression step (tutorials/05): 400 x 784
     X, Y = rng.standard_normal((400, 784)).astype(np.float32), rng.integers(0, 2, 400).astype(np.float32)
     out["logistic regression step"] = (lambda: step(X, Y), step)
     v = kd.vector("v")

@@ -69,6 +69,12 @@ def logreg_builds() -> dict:
 
 
 def logreg_kd(X, Y):
+    train = logreg_step()
+    return lambda: train(X, Y)
+
+
+def logreg_step():
+    """The Theano paper's logistic-regression training step (tutorials/05) as one kd.function."""
     x, y = kd.matrix("x"), kd.vector("y")
     w = kd.shared(np.zeros(784, np.float32), name="w")
     b = kd.shared(np.float32(0.0), name="b")
@@ -76,8 +82,7 @@ def logreg_kd(X, Y):
     xent = -y * knp.log(p_1) - (1 - y) * knp.log(1 - p_1)
     cost = xent.mean() + 0.01 * (w ** 2).sum()
     gw, gb = kd.grad(cost, [w, b])
-    train = kd.function([x, y], [p_1 > 0.5, xent.mean()], updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)])
-    return lambda: train(X, Y)
+    return kd.function([x, y], [p_1 > 0.5, xent.mean()], updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)])
 
 
 def logreg_numpy(X, Y):

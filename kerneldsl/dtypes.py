@@ -21,7 +21,7 @@ _NAMES = frozenset(DTYPES)
 
 def normalize(dtype) -> str:
     """'float32', np.float32, np.dtype('f4') -> 'float32'; anything unsupported -> DTypeError."""
-    if isinstance(dtype, str) and dtype in _NAMES:  # the common case (the IR's own names): no numpy dtype lookup
+    if isinstance(dtype, str) and dtype in _NAMES:  # the IR's own names: no numpy dtype lookup
         return dtype
     try:
         name = np.dtype(dtype).name

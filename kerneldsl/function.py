@@ -97,8 +97,8 @@ class CompiledFunction:
     def _compile(self, inputs, graph, n_outputs: int, targets, name, nan_guard: bool) -> None:
         """Build the module of `graph` (the outputs, then the updates' new values)."""
         # what a pickle keeps: the graph as built, so that loading renders the same source
-        self._state = (tuple(inputs), tuple(graph), n_outputs, tuple(targets), self.single, self.mode, self.device,
-                       name, nan_guard)
+        self._state = (tuple(inputs), tuple(graph), n_outputs, tuple(targets), self.single, self.mode,
+                       self.device, name, nan_guard)
         order = topo_order(graph)
         shared = [t for t in order if isinstance(t, SharedVariable)]
         shared += [v for v in targets if v not in shared]  # updated, not read: its shape still binds the check

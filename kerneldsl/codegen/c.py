@@ -278,7 +278,7 @@ class KernelSummary:
             n = k.knobs.get("threads")
             return (f"{n or self.target.cores} thread(s) when M*N*K >= {k.knobs['parallel_min_work']}"
                     f"{'' if n else per_call}")
-        par = [lp for lp in walk(k.body) if isinstance(lp, For) and lp.kind == "parallel"]
+        par = parallel_loops(k.body)
         if not par:
             return "one thread"
         work = expr_text(simplify(loop_work(par[0])))
@@ -419,6 +419,10 @@ def render(module: Module, target, version: str, printer_cls=CPrinter, profile: 
         profile=profile, team=team, n_meta=n_meta)
 
 
+def parallel_loops(body) -> list:
+    return [lp for lp in walk(body) if isinstance(lp, For) and lp.kind == "parallel"]
+
+
 def _parallel(k) -> bool:
     """Whether a kernel runs parallel regions (on the entry's kd_team threads)."""
-    return k.template == "gemm" or any(isinstance(s, For) and s.kind == "parallel" for s in walk(k.body))
+    return k.template == "gemm" or bool(parallel_loops(k.body))

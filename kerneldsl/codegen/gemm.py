@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..ir import expr as E
 from ..ir.loops import Checked
 from ..ir.bounds import guard_range
+from ..schedule.templates import lanes
 
 _FMA = {  # (vector bytes, dtype) -> (preprocessor guard, GCC builtin)
     (16, "float32"): ("defined(__FMA__)", "__builtin_ia32_vfmaddps((a), (b), (c))"),
@@ -287,17 +288,18 @@ def _checked(e: E.Expr) -> bool:
 
 
 def _micro_name(kernel, target) -> str:
-    return f"{'f32' if kernel.op.dtype == 'float32' else 'f64'}_{kernel.knobs['mr']}x{kernel.knobs['nr']}_v{target.vector_bytes}"
+    k = kernel.knobs
+    return f"{'f32' if kernel.op.dtype == 'float32' else 'f64'}_{k['mr']}x{k['nr']}_v{target.vector_bytes}"
 
 
 def render_micro(kernel, target) -> str:
     """The micro-kernel a GEMM kernel calls (file scope, once per tile shape in a module)."""
     from .c import CTYPE, environment
     dtype, k = kernel.op.dtype, kernel.knobs
-    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
+    n = lanes(target, dtype)
     guard, builtin = _FMA[(target.vector_bytes, dtype)]
     return environment().get_template("c/gemm_micro.c.j2").render(
-        name=_micro_name(kernel, target), T=CTYPE[dtype], mr=k["mr"], nr=k["nr"], nv=k["nr"] // lanes, lanes=lanes,
+        name=_micro_name(kernel, target), T=CTYPE[dtype], mr=k["mr"], nr=k["nr"], nv=k["nr"] // n, lanes=n,
         vbytes=target.vector_bytes, fma_guard=guard, fma_builtin=builtin)
 
 
@@ -310,18 +312,16 @@ def render_gemm(kernel, target, names: dict, strides: dict, printer_cls, unit: l
     # the plan names the plain nest's variables; the fallback nest may have been rescheduled
     names = {**{v: f"v_{v.name}" for v in plan.vars.values()}, **names, plan.acc: "kd_acc"}
     general = printer_cls(names, strides)
-    lanes = target.vector_bytes // (4 if dtype == "float32" else 8)
+    n = lanes(target, dtype)
     # The GEMM reads and writes its arrays with unit innermost strides: contiguous packing reads
     # and SIMD epilogue stores. Any other stride runs the loop nest (the callable copies such an
     # input first: runtime/callable.py); a second GEMM for general strides doubled the kernel's
     # source and its compile time.
-    if unit:
-        fast = printer_cls(names, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()})
-        cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit)
-        variant = _Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(cond)
-    else:
-        variant = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes).pieces(None)
-    pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], lanes)
+    fast = printer_cls(names, {b: st[:-1] + ("1",) if b in unit else st for b, st in strides.items()}) \
+        if unit else general
+    cond = " && ".join(f"{strides[b][-1]} == 1" for b in unit) or None
+    variant = _Printer(fast, plan, CTYPE[dtype], k["nr"], k["mr"], n).pieces(cond)
+    pr = _Printer(general, plan, CTYPE[dtype], k["nr"], k["mr"], n)
     axes = [*c.op.axes, *c.k]
     return environment().get_template("c/gemm.c.j2").render(
         k=k, T=CTYPE[dtype], id=kernel.name, micro=_micro_name(kernel, target), isa=target.isa,

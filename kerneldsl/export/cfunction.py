@@ -252,7 +252,8 @@ def function_source(sig: Signature, target: str = "c", schedule=None) -> Functio
         if kernels_text == text:
             raise RuntimeError("export: the generated C has no kd_entry definition to wrap")
         # several functions link into one library: their thread reports stay their own
-        kernels_text = re.sub(r"(?m)^void kd_threads\(", f"static KD_UNUSED void kd_threads_{symbol}(", kernels_text)
+        kernels_text = re.sub(r"(?m)^void kd_threads\(", f"static KD_UNUSED void kd_threads_{symbol}(",
+                              kernels_text)
     wrapper = environment().get_template("export/function.j2").render(**ctx)
     prototypes = tuple(environment().get_template("export/prototypes.j2").render(**ctx).strip().split("\n"))
     return FunctionSource(symbol, sig, kind, kernels_text + "\n" + wrapper, prototypes, arrays, messages,

@@ -68,7 +68,8 @@ def compile_c(source: str, target: Target | None = None, *, name: str = "kernel"
     units = split_units(source, target.cores)
     if units is None:
         recipe = cache.Recipe(
-            ident=["c", *ident], source=source, src_suffix=".c", suffix=".so", name=name, compiler_env="KERNELDSL_CC",
+            ident=["c", *ident], source=source, src_suffix=".c", suffix=".so", name=name,
+            compiler_env="KERNELDSL_CC",
             command=lambda src, out: [*cc, *opts, "-shared", "-fPIC", "-o", out, src, *libs, "-lm"])
         return cache.get(recipe, _load)
     kernels, entry = units
@@ -78,8 +79,8 @@ def compile_c(source: str, target: Target | None = None, *, name: str = "kernel"
                for k, u in enumerate(kernels)]
     paths: list = []
     link = cache.Recipe(
-        ident=["c-linked", *ident, [cache.key_of(o) for o in objects]], source=entry, src_suffix=".c", suffix=".so",
-        name=name, compiler_env="KERNELDSL_CC",
+        ident=["c-linked", *ident, [cache.key_of(o) for o in objects]], source=entry, src_suffix=".c",
+        suffix=".so", name=name, compiler_env="KERNELDSL_CC",
         command=lambda src, out: [*cc, *opts, "-shared", "-fPIC", "-o", out, src, *paths, *libs, "-lm"])
     found = cache.find(link, _load)
     if found is not None:
@@ -113,7 +114,8 @@ def _progress(title: str, total: int):
             bar.close()
 
 
-SPLIT_MIN_BYTES = 40_000  # below this, one compiler process beats several (each starts and parses the prelude)
+# below this, one compiler process beats several (each starts and parses the prelude)
+SPLIT_MIN_BYTES = 40_000
 _KERNEL, _ENTRY = "\n/* kd:kernel */\n", "\n/* kd:entry */\n"
 _HIDDEN = '#define KD_KERNEL __attribute__((visibility("hidden")))\n'
 
@@ -130,8 +132,8 @@ def split_units(source: str, parts: int) -> tuple[list, str] | None:
     groups: list[list[str]] = [[] for _ in range(min(parts, body.count(_KERNEL) + 1))]
     for k in sorted(body.split(_KERNEL), key=len, reverse=True):  # the largest first, to the smallest group
         min(groups, key=lambda g: sum(map(len, g))).append(k)
-    kernels = ["#define KD_SPLIT 1\n#define KD_SPLIT_KERNEL 1\n" + _HIDDEN + head + "".join(_KERNEL + k for k in g)
-               for g in groups]
+    kernels = ["#define KD_SPLIT 1\n#define KD_SPLIT_KERNEL 1\n" + _HIDDEN + head
+               + "".join(_KERNEL + k for k in g) for g in groups]
     return kernels, "#define KD_SPLIT 1\n" + _HIDDEN + head + _ENTRY + entry
 
 

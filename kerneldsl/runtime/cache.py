@@ -213,10 +213,11 @@ def get(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
 
     `make` may raise OSError (a library that does not load): on disk that entry is rebuilt.
     """
-    found = find(recipe, make)
+    key = key_of(recipe)
+    found = _find(key, recipe, make)
     if found is not None:
         return found
-    key, d = key_of(recipe), cache_dir()
+    d = cache_dir()
     with _errors(d):
         _check_dir(d, create=True)
         with _locked(d, d / f"{key}.lock"):
@@ -231,7 +232,10 @@ def get(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
 
 def find(recipe: Recipe, make: Callable[[Artifact], object] = lambda a: a):
     """`make(artifact)` of the recipe's product from memory or disk, or None: nothing is built."""
-    key = key_of(recipe)
+    return _find(key_of(recipe), recipe, make)
+
+
+def _find(key: str, recipe: Recipe, make):
     hit = _memory.get(key)
     if hit is not None:
         stats.memory_hits += 1

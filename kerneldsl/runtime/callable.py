@@ -94,9 +94,8 @@ class Function:
         signature seen, {"one": calls on one thread, "all": calls on all, "us_one"/"us_all": the
         moving average of a call's time with each, None while unmeasured}. Empty for a module
         without parallel regions, or where OpenMP has one thread."""
-        try:
-            fn = function_of(self._lib, "kd_threads", None, ctypes.c_void_p)
-        except ValueError:  # no parallel region: nothing to choose
+        fn = self._symbol("kd_threads", None, ctypes.c_void_p)
+        if fn is None:  # no parallel region: nothing to choose
             return []
         out = (ctypes.c_int64 * 16)()
         fn(out)
@@ -112,15 +111,18 @@ class Function:
         seconds, _ = self._profile_read()
         return {k.name: s for k, s in zip(self.module.kernels, seconds)}
 
-    def _profiled(self) -> bool:
+    def _symbol(self, name: str, restype, *argtypes):
+        """The library's function `name` (cache.function_of), or None where it has none."""
         try:
-            ctypes.c_char.in_dll(self._lib, "kd_profile")
+            return function_of(self._lib, name, restype, *argtypes)
         except ValueError:  # no such symbol
-            return False
-        return True
+            return None
+
+    def _profiled(self) -> bool:
+        return self._symbol("kd_profile", ctypes.c_longlong, ctypes.c_void_p) is not None
 
     def _profile_read(self):
-        fn = function_of(self._lib, "kd_profile", ctypes.c_longlong, ctypes.c_void_p)
+        fn = self._symbol("kd_profile", ctypes.c_longlong, ctypes.c_void_p)
         out = (ctypes.c_double * max(len(self.module.kernels), 1))()
         calls = fn(out)
         return list(out)[:len(self.module.kernels)], calls
